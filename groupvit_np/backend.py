@@ -1,0 +1,74 @@
+"""Array-namespace plumbing: the one place that knows about NumPy, CuPy and other Array API libraries.
+
+Model code never imports NumPy for math. It calls `namespace(x)` on its inputs and uses the Array API standard
+through the returned `xp`. This module also holds the few host <-> device moves the facade needs (parameters in,
+results out); those are the only crossings, and they are explicit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace, is_array_api_obj
+from array_api_compat import device as array_device
+
+__all__ = ["namespace", "array_device", "to_namespace", "to_numpy", "resolve_xp", "FLOAT_DTYPES"]
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def namespace(*arrays: Any) -> Any:
+    """The Array API namespace shared by `arrays` (array_api_compat's wrapper for NumPy and CuPy)."""
+    return array_namespace(*arrays)
+
+
+def resolve_xp(xp: Any = None) -> Any:
+    """Turn a user's `xp` argument (None, "numpy", "cupy", a module) into an Array API namespace."""
+    if xp is None or xp == "numpy":
+        import array_api_compat.numpy as xp_np
+
+        return xp_np
+    if xp == "cupy":
+        try:
+            import array_api_compat.cupy as xp_cp
+        except ImportError as err:  # pragma: no cover - depends on the machine
+            raise ImportError("the cupy backend needs CuPy: pip install 'groupvit-np[cuda12]'") from err
+        return xp_cp
+    if isinstance(xp, str):
+        raise ValueError(f"unknown backend {xp!r}; use 'numpy', 'cupy' or pass an Array API namespace")
+    return xp
+
+
+def to_namespace(a: Any, xp: Any, *, dtype: Any = None, device: Any = None) -> Any:
+    """Move a host array (NumPy or nested lists) into namespace `xp` on `device`, optionally casting.
+
+    This is the explicit host -> device crossing used when loading parameters and taking user inputs.
+    """
+    if is_array_api_obj(a) and not isinstance(a, np.ndarray):
+        out = a if device is None else xp.asarray(a, device=device)
+    else:
+        host = np.asarray(a)
+        if xp.__name__.startswith("array_api_strict"):
+            # array_api_strict accepts NumPy arrays through asarray; it refuses host conversion the other way.
+            out = xp.asarray(host, device=device)
+        else:
+            out = xp.asarray(host, device=device) if device is not None else xp.asarray(host)
+    if dtype is not None and out.dtype != dtype:
+        out = xp.astype(out, dtype)
+    return out
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """Bring an array of any supported namespace back to host NumPy (the explicit device -> host crossing)."""
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+        return a.get()
+    module = type(a).__module__
+    if module.startswith("array_api_strict"):
+        import array_api_strict
+
+        a = a.to_device(array_api_strict.Device("CPU_DEVICE"))
+        return np.asarray(a._array)  # noqa: SLF001 - the library's host escape hatch, used only here
+    return np.asarray(a)

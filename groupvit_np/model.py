@@ -1,0 +1,286 @@
+"""The HF-shaped facade: `GroupViTModel`, `GroupViTTextModel`, `GroupViTVisionModel` and their outputs.
+
+A model is a config plus a parameter tree in one array namespace; calling it validates the inputs, moves them
+into that namespace and runs the pure functions of `text`, `vision` and `heads`. Shape legend: B images,
+T texts, L text length, S groups, D width, P projection dim.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from . import weights as W
+from .backend import FLOAT_DTYPES, namespace, resolve_xp, to_namespace, to_numpy
+from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
+from .heads import (
+    contrastive_logits,
+    contrastive_loss,
+    normalized_group_embeddings,
+    projection_head,
+    segmentation_logits,
+)
+from .ops import l2_normalize
+from .text import text_tower
+from .vision import vision_tower
+
+# ---------------------------------------------------------------------------------------------------------------
+# Outputs: dataclasses read by attribute or key, like transformers' ModelOutput.
+
+
+class _Output:
+    def __getitem__(self, key: str | int) -> Any:
+        return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The non-None fields in declaration order (HF's `return_dict=False` order)."""
+        return tuple(v.to_tuple() if isinstance(v, _Output) else v for k in self.keys() for v in [getattr(self, k)])
+
+
+@dataclass
+class BaseModelOutputWithPooling(_Output):
+    last_hidden_state: Any = None
+    pooler_output: Any = None
+    hidden_states: tuple[Any, ...] | None = None
+    attentions: tuple[Any, ...] | None = None
+
+
+@dataclass
+class GroupViTModelOutput(_Output):
+    loss: Any = None
+    logits_per_image: Any = None
+    logits_per_text: Any = None
+    segmentation_logits: Any = None
+    text_embeds: Any = None
+    image_embeds: Any = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+
+
+def _tower_output(out: dict[str, Any], hidden: bool, attentions: bool) -> BaseModelOutputWithPooling:
+    return BaseModelOutputWithPooling(
+        out["last_hidden_state"],
+        out["pooler_output"],
+        out["hidden_states"] if hidden else None,
+        out["attentions"] if attentions else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading and input checks shared by the three models.
+
+
+def _load_params(
+    flat: dict[str, Any], expected: dict[str, tuple[int, ...]], dtype: str, xp: Any, device: Any, source: str
+) -> dict[str, Any]:
+    """Validate, cast each tensor to the compute dtype and move it to `device`, one tensor at a time.
+
+    Converting tensor by tensor (and dropping each host array once moved) keeps peak memory near one copy.
+    """
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+    W.validate(flat, expected, source)
+    target = getattr(xp, dtype)
+    params = {}
+    for key in expected:
+        params[key] = to_namespace(np.asarray(flat.pop(key), dtype=dtype), xp, dtype=target, device=device)
+    return W.nest(params)
+
+
+def _select(flat: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """One tower's tensors out of a full checkpoint (HF's tower models load from full checkpoints too)."""
+    return {k: v for k, v in flat.items() if k.startswith(prefix + ".")}
+
+
+class _Base:
+    def __init__(self, config: Any, params: dict[str, Any], xp: Any, device: Any = None):
+        self.config, self.params, self.xp, self.device = config, params, xp, device
+        self.dtype = next(iter(_leaves(params))).dtype
+
+    def _ids(self, input_ids: Any, text_config: GroupViTTextConfig) -> Any:
+        """Check token ids on the host, then move them: [..., L] -> [T, L] int64 in the model's namespace."""
+        ids = to_numpy(input_ids) if hasattr(input_ids, "shape") else np.asarray(input_ids)
+        if ids.dtype == object or not np.issubdtype(ids.dtype, np.integer) or ids.ndim < 1:
+            raise ValueError(f"input_ids must be an integer array of shape [T, L], got {ids.dtype} {ids.shape}")
+        ids = ids.reshape(-1, ids.shape[-1])
+        if ids.shape[-1] > text_config.max_position_embeddings:
+            raise ValueError(
+                f"input_ids has length {ids.shape[-1]}, longer than max_position_embeddings "
+                f"{text_config.max_position_embeddings}: tokenize with truncation=True"
+            )
+        if ids.size and (ids.min() < 0 or ids.max() >= text_config.vocab_size):
+            raise ValueError(f"input_ids must lie in [0, {text_config.vocab_size}), got [{ids.min()}, {ids.max()}]")
+        return to_namespace(ids.astype(np.int64), self.xp, device=self.device)
+
+    def _mask(self, mask: Any, ids: Any) -> Any:
+        if mask is None:
+            return None
+        m = to_numpy(mask) if hasattr(mask, "shape") else np.asarray(mask)
+        m = m.reshape(-1, m.shape[-1]) if m.ndim else m
+        if m.shape != tuple(ids.shape):
+            raise ValueError(f"attention_mask has shape {m.shape}, input_ids {tuple(ids.shape)}")
+        return to_namespace(m.astype(np.int64), self.xp, device=self.device)
+
+    def _pixels(self, pixel_values: Any, vision_config: GroupViTVisionConfig) -> Any:
+        shape = tuple(pixel_values.shape) if hasattr(pixel_values, "shape") else np.shape(pixel_values)
+        c, size = vision_config.num_channels, vision_config.image_size
+        if len(shape) != 4 or shape[1] != c:
+            raise ValueError(f"pixel_values must have shape [B, {c}, H, W], got {shape}")
+        if shape[2:] != (size, size):
+            raise ValueError(f"Input image size ({shape[2]}*{shape[3]}) doesn't match model ({size}*{size}).")
+        if isinstance(pixel_values, np.ndarray | list | tuple):
+            return to_namespace(np.asarray(pixel_values), self.xp, dtype=getattr(self.xp, self.dtype_name),
+                                device=self.device)  # fmt: skip
+        return self.xp.astype(pixel_values, getattr(self.xp, self.dtype_name))
+
+    @property
+    def dtype_name(self) -> str:
+        return "float64" if self.dtype == self.xp.float64 else "float32"
+
+
+def _leaves(tree: Any):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _leaves(v)
+    elif isinstance(tree, list):
+        for v in tree:
+            yield from _leaves(v)
+    elif tree is not None:
+        yield tree
+
+
+def _from_pretrained(path, revision):
+    return W.load_checkpoint(path, revision=revision)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The models.
+
+
+class GroupViTModel(_Base):
+    """Both towers, projection heads, contrastive logits and segmentation (transformers' `GroupViTModel`)."""
+
+    config: GroupViTConfig
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, dtype: str = "float32", xp: Any = None, device: Any = None,
+        revision: str | None = None,
+    ) -> GroupViTModel:  # fmt: skip
+        """Load a checkpoint folder, weights file, NVlabs .pth or Hub repo id; compute in `dtype` on `xp`/`device`."""
+        config, flat = _from_pretrained(path, revision)
+        xp = resolve_xp(xp)
+        params = _load_params(flat, W.expected_shapes(config), dtype, xp, device, str(path))
+        return cls(config, params, xp, device)
+
+    def get_text_features(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None) -> Any:
+        """Unnormalised projected text features.  # [T, L] -> [T, P]"""
+        ids = self._ids(input_ids, self.config.text_config)
+        out = text_tower(ids, self.params["text_model"], self.config.text_config, self._mask(attention_mask, ids),
+                         self._positions(position_ids))  # fmt: skip
+        return projection_head(out["pooler_output"], self.params["text_projection"])
+
+    def get_image_features(self, pixel_values: Any) -> Any:
+        """Unnormalised projected image features.  # [B, C, H, W] -> [B, P]"""
+        pixels = self._pixels(pixel_values, self.config.vision_config)
+        out = vision_tower(pixels, self.params["vision_model"], self.config.vision_config)
+        return projection_head(out["pooler_output"], self.params["visual_projection"])
+
+    def _positions(self, position_ids: Any) -> Any:
+        if position_ids is None:
+            return None
+        return to_namespace(np.asarray(to_numpy(position_ids) if hasattr(position_ids, "shape") else position_ids,
+                                       dtype=np.int64), self.xp, device=self.device)  # fmt: skip
+
+    def __call__(
+        self, input_ids: Any = None, pixel_values: Any = None, attention_mask: Any = None, position_ids: Any = None,
+        return_loss: bool = False, output_attentions: bool = False, output_hidden_states: bool = False,
+        output_segmentation: bool | None = None, return_dict: bool = True, gumbel_noise: Sequence[Any] | None = None,
+    ) -> GroupViTModelOutput | tuple[Any, ...]:  # fmt: skip
+        """Logits between every image and text, HF's fields and order. `gumbel_noise` is for the vision tower."""
+        if input_ids is None or pixel_values is None:
+            raise ValueError("GroupViTModel needs both input_ids and pixel_values (use get_*_features for one tower)")
+        cfg = self.config
+        if output_segmentation is None:
+            output_segmentation = cfg.output_segmentation
+        output_attentions = output_attentions or output_segmentation  # HF forces attentions for segmentation
+        ids = self._ids(input_ids, cfg.text_config)
+        pixels = self._pixels(pixel_values, cfg.vision_config)
+        if return_loss and ids.shape[0] != pixels.shape[0]:
+            raise ValueError(
+                f"return_loss pairs text i with image i: got {ids.shape[0]} texts, {pixels.shape[0]} images"
+            )
+        vis = vision_tower(pixels, self.params["vision_model"], cfg.vision_config, gumbel_noise)
+        txt = text_tower(ids, self.params["text_model"], cfg.text_config, self._mask(attention_mask, ids),
+                         self._positions(position_ids))  # fmt: skip
+        image_embeds = l2_normalize(projection_head(vis["pooler_output"], self.params["visual_projection"]))  # [B, P]
+        text_embeds = l2_normalize(projection_head(txt["pooler_output"], self.params["text_projection"]))  # [T, P]
+        logit_scale = self.params["logit_scale"]
+        logits_per_text = contrastive_logits(text_embeds, image_embeds, logit_scale)  # [T, B]
+        seg = None
+        if output_segmentation:
+            groups = normalized_group_embeddings(vis["last_hidden_state"], self.params["visual_projection"])  # [B,S,P]
+            seg = segmentation_logits(groups, text_embeds, vis["attentions"], logit_scale, *pixels.shape[2:])
+        out = GroupViTModelOutput(
+            loss=contrastive_loss(logits_per_text) if return_loss else None,
+            logits_per_image=namespace(logits_per_text).matrix_transpose(logits_per_text),  # [B, T]
+            logits_per_text=logits_per_text,
+            segmentation_logits=seg,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            text_model_output=_tower_output(txt, output_hidden_states, output_attentions),
+            vision_model_output=_tower_output(vis, output_hidden_states, output_attentions),
+        )
+        return out if return_dict else out.to_tuple()
+
+
+class GroupViTTextModel(_Base):
+    """The text tower alone (transformers' `GroupViTTextModel`), loadable from a full GroupViT checkpoint."""
+
+    config: GroupViTTextConfig
+
+    @classmethod
+    def from_pretrained(cls, path, dtype="float32", xp=None, device=None, revision=None) -> GroupViTTextModel:
+        full, flat = _from_pretrained(path, revision)
+        xp = resolve_xp(xp)
+        expected = dict(W.text_shapes(full.text_config))
+        params = _load_params(_select(flat, "text_model"), expected, dtype, xp, device, str(path))
+        return cls(full.text_config, params, xp, device)
+
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, output_attentions=False,
+                 output_hidden_states=False, return_dict=True):  # fmt: skip
+        """CLIP text encoder outputs.  # [T, L] -> last_hidden_state [T, L, D], pooler_output [T, D]"""
+        ids = self._ids(input_ids, self.config)
+        pos = GroupViTModel._positions(self, position_ids)
+        out = text_tower(ids, self.params["text_model"], self.config, self._mask(attention_mask, ids), pos)
+        result = _tower_output(out, output_hidden_states, output_attentions)
+        return result if return_dict else result.to_tuple()
+
+
+class GroupViTVisionModel(_Base):
+    """The grouping vision tower alone (transformers' `GroupViTVisionModel`)."""
+
+    config: GroupViTVisionConfig
+
+    @classmethod
+    def from_pretrained(cls, path, dtype="float32", xp=None, device=None, revision=None) -> GroupViTVisionModel:
+        full, flat = _from_pretrained(path, revision)
+        xp = resolve_xp(xp)
+        expected = dict(W.vision_shapes(full.vision_config))
+        params = _load_params(_select(flat, "vision_model"), expected, dtype, xp, device, str(path))
+        return cls(full.vision_config, params, xp, device)
+
+    def __call__(self, pixel_values, output_attentions=False, output_hidden_states=False, return_dict=True,
+                 gumbel_noise=None):  # fmt: skip
+        """Vision outputs.  # [B, C, H, W] -> last_hidden_state [B, S, D], pooler_output [B, D]"""
+        pixels = self._pixels(pixel_values, self.config)
+        out = vision_tower(pixels, self.params["vision_model"], self.config, gumbel_noise)
+        result = _tower_output(out, output_hidden_states, output_attentions)
+        return result if return_dict else result.to_tuple()

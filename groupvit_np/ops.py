@@ -1,0 +1,153 @@
+"""Primitive layers as pure functions over parameter subtrees, in the Array API standard.
+
+Shape legend (shared by every model module): B images, T texts, L text length, N image tokens, G group tokens,
+S output groups, D width, H heads, Dh head width, P projection dim. `...` is any leading shape.
+A parameter subtree `p` holds the checkpoint's tensors under their HF leaf names, untransposed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .backend import namespace
+
+Params = dict[str, Any]
+
+# ---------------------------------------------------------------------------------------------------------------
+# erf: the Array API has none, and GroupViT's vision GELU is the exact erf form.
+
+
+def _horner(z: Any, coefs: tuple[float, ...]) -> Any:
+    """c0 + z*(c1 + z*(c2 + ...)): one multiply-add per coefficient, Python floats broadcast into z's dtype."""
+    acc = coefs[-1]
+    for c in reversed(coefs[:-1]):
+        acc = c + z * acc
+    return acc
+
+
+# Coefficients of the piecewise rational approximations in Sun's fdlibm `s_erf.c` (public, 1993). Each piece is
+# accurate to within an ulp in double precision on its interval; the structure below is ours.
+_ERF_SMALL_P = (1.28379167095512558561e-01, -3.25042107247001499370e-01, -2.84817495755985104766e-02,
+                -5.77027029648944159157e-03, -2.37630166566501626084e-05)  # fmt: skip
+_ERF_SMALL_Q = (1.0, 3.97917223959155352819e-01, 6.50222499887672944485e-02, 5.08130628187576562776e-03,
+                1.32494738004321644526e-04, -3.96022827877536812320e-06)  # fmt: skip
+_ERF_MID_C = 8.45062911510467529297e-01  # erf(1) rounded to float32: the mid piece approximates erf(x) - this
+_ERF_MID_P = (-2.36211856075265944077e-03, 4.14856118683748331666e-01, -3.72207876035701323847e-01,
+              3.18346619901161753674e-01, -1.10894694282396677476e-01, 3.54783043256182359371e-02,
+              -2.16637559486879084300e-03)  # fmt: skip
+_ERF_MID_Q = (1.0, 1.06420880400844228286e-01, 5.40397917702171048937e-01, 7.18286544141962662868e-02,
+              1.26171219808761642112e-01, 1.36370839120290507362e-02, 1.19844998467991074170e-02)  # fmt: skip
+_ERFC_A_R = (-9.86494403484714822705e-03, -6.93858572707181764372e-01, -1.05586262253232909814e+01,
+             -6.23753324503260060396e+01, -1.62396669462573470355e+02, -1.84605092906711035994e+02,
+             -8.12874355063065934246e+01, -9.81432934416914548592e+00)  # fmt: skip
+_ERFC_A_S = (1.0, 1.96512716674392571292e+01, 1.37657754143519042600e+02, 4.34565877475229228821e+02,
+             6.45387271733267880336e+02, 4.29008140027567833386e+02, 1.08635005541779435134e+02,
+             6.57024977031928170135e+00, -6.04244152148580987438e-02)  # fmt: skip
+_ERFC_B_R = (-9.86494292470009928597e-03, -7.99283237680523006574e-01, -1.77579549177547519889e+01,
+             -1.60636384855821916062e+02, -6.37566443368389627722e+02, -1.02509513161107724954e+03,
+             -4.83519191608651397019e+02)  # fmt: skip
+_ERFC_B_S = (1.0, 3.03380607434824582924e+01, 3.25792512996573918826e+02, 1.53672958608443695994e+03,
+             3.19985821950859553908e+03, 2.55305040643316442583e+03, 4.74528541206955367215e+02,
+             -2.24409524465858183362e+01)  # fmt: skip
+
+
+def erf(x: Any) -> Any:
+    """The error function, elementwise, to within about an ulp in float64 (max rel. error <= 1e-15 vs math.erf).
+
+    Four pieces on |x|: [0, 0.84375) x + x*P/Q(x^2); [0.84375, 1.25) c + P/Q(|x|-1); [1.25, 6) 1 - exp(-x^2)*R/S/x
+    with x^2 split so that exp(-x^2) keeps full precision; [6, inf) 1. Example: erf(0.5) = 0.5204998778130465.
+    """
+    xp = namespace(x)
+    a = xp.abs(x)
+    # Every piece is evaluated on every lane (no data-dependent shapes); clipping keeps unused lanes finite.
+    xs = xp.clip(x, -0.84375, 0.84375)
+    z = xs * xs
+    small = xs + xs * (_horner(z, _ERF_SMALL_P) / _horner(z, _ERF_SMALL_Q))
+    s = xp.clip(a, 0.84375, 1.25) - 1.0
+    mid = _ERF_MID_C + _horner(s, _ERF_MID_P) / _horner(s, _ERF_MID_Q)
+    a_safe = xp.clip(a, 1.25, 6.0)
+    w = 1.0 / (a_safe * a_safe)
+    ratio = xp.where(
+        a_safe < 1 / 0.35,
+        _horner(w, _ERFC_A_R) / _horner(w, _ERFC_A_S),
+        _horner(w, _ERFC_B_R) / _horner(w, _ERFC_B_S),
+    )
+    # exp(-x^2) = exp(-h^2) * exp((h - x)(h + x)) with h = x rounded to float32: h*h is exact in float64.
+    h = xp.astype(xp.astype(a_safe, xp.float32), a_safe.dtype) if a_safe.dtype == xp.float64 else a_safe
+    tail = xp.exp(-h * h - 0.5625) * xp.exp((h - a_safe) * (h + a_safe) + ratio) / a_safe
+    big = 1.0 - tail
+    mag = xp.where(a < 1.25, mid, xp.where(a < 6.0, big, xp.ones_like(a)))
+    return xp.where(a < 0.84375, small, xp.where(x < 0, -mag, mag))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Activations, normalisation, dense layers.
+
+
+def gelu(x: Any) -> Any:
+    """Exact GELU, 0.5*x*(1 + erf(x/sqrt(2))) (torch's default `nn.GELU()`; not the tanh approximation)."""
+    return 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
+
+
+def quick_gelu(x: Any) -> Any:
+    """CLIP's x*sigmoid(1.702*x), used by the text tower only."""
+    xp = namespace(x)
+    return x * (1.0 / (1.0 + xp.exp(-1.702 * x)))
+
+
+def relu(x: Any) -> Any:
+    xp = namespace(x)
+    return xp.maximum(x, xp.zeros_like(x))
+
+
+ACTIVATIONS = {"gelu": gelu, "quick_gelu": quick_gelu, "relu": relu}
+
+
+def softmax(x: Any, axis: int = -1) -> Any:
+    """exp(x - max) / sum: the max subtraction keeps exp finite, including rows with additive -3.4e38 masks."""
+    xp = namespace(x)
+    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def linear(x: Any, p: Params) -> Any:
+    """y = x W^T + b with W stored (Dout, Din) as in torch.  # [..., Din] -> [..., Dout]"""
+    xp = namespace(x)
+    return x @ xp.matrix_transpose(p["weight"]) + p["bias"]  # [..., Din] @ [Din, Dout]
+
+
+def layer_norm(x: Any, p: Params, eps: float = 1e-5) -> Any:
+    """LayerNorm over the last axis with the biased variance (torch's).  # [..., D] -> [..., D]"""
+    xp = namespace(x)
+    mu = xp.mean(x, axis=-1, keepdims=True)  # [..., 1]
+    xc = x - mu  # [..., D]
+    var = xp.mean(xc * xc, axis=-1, keepdims=True)  # [..., 1]
+    return xc / xp.sqrt(var + eps) * p["weight"] + p["bias"]
+
+
+def batch_norm_eval(x: Any, p: Params, eps: float = 1e-5) -> Any:
+    """BatchNorm1d in eval mode: running statistics, not the batch's.  # [..., C] -> [..., C]"""
+    xp = namespace(x)
+    return (x - p["running_mean"]) / xp.sqrt(p["running_var"] + eps) * p["weight"] + p["bias"]
+
+
+def mlp(x: Any, p: Params, act: str = "gelu") -> Any:
+    """fc2(act(fc1(x))).  # [..., D] -> [..., Dout]"""
+    return linear(ACTIVATIONS[act](linear(x, p["fc1"])), p["fc2"])
+
+
+def mixer_mlp(x: Any, p: Params) -> Any:
+    """The MLP applied along the token axis (MLP-Mixer's token mixing).  # [B, G, D] -> [B, S, D]
+
+    fc1.weight is (hidden, G) and fc2.weight is (S, hidden): the tokens are the features, so the group count can
+    change, which is how GroupViT turns 64 group tokens into 8.
+    """
+    xp = namespace(x)
+    return xp.matrix_transpose(mlp(xp.matrix_transpose(x), p))  # [B, D, G] -> [B, D, S] -> [B, S, D]
+
+
+def l2_normalize(x: Any) -> Any:
+    """x / ||x||_2 over the last axis, no epsilon (as HF: a zero vector gives NaN).  # [..., P] -> [..., P]"""
+    xp = namespace(x)
+    return x / xp.sqrt(xp.sum(x * x, axis=-1, keepdims=True))
