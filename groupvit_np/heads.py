@@ -9,6 +9,7 @@ from typing import Any
 
 from .backend import array_device, namespace
 from .ops import Params, batch_norm_eval, l2_normalize, linear, relu
+from .resize import bilinear_matrix, resize_grid  # noqa: F401 (bilinear_matrix re-exported)
 
 
 def projection_head(x: Any, p: list[Params]) -> Any:
@@ -47,25 +48,6 @@ def contrastive_loss(logits_per_text: Any) -> Any:
     ) / 2.0
 
 
-def bilinear_matrix(out_size: int, in_size: int, like: Any) -> Any:
-    """Weights of 1-D bilinear resampling with align_corners=False (torch's).  # -> [out, in]
-
-    Source coordinate (dst + 0.5) * in/out - 0.5, clamped at 0; taps floor(src) and the next one (clamped to the
-    edge). Example: 2 -> 4 gives rows [1, 0], [.75, .25], [.25, .75], [0, 1].
-    """
-    xp = namespace(like)
-    dev = array_device(like)
-    src = (xp.astype(xp.arange(out_size, device=dev), like.dtype) + 0.5) * (in_size / out_size) - 0.5  # [out]
-    src = xp.maximum(src, xp.zeros_like(src))
-    i0 = xp.floor(src)  # [out]
-    frac = src - i0  # [out]
-    i1 = xp.minimum(i0 + 1.0, xp.full_like(i0, in_size - 1))  # [out]
-    cols = xp.astype(xp.arange(in_size, device=dev), like.dtype)[None, :]  # [1, in]
-    w0 = xp.astype(cols == i0[:, None], like.dtype) * (1.0 - frac)[:, None]  # [out, in]
-    w1 = xp.astype(cols == i1[:, None], like.dtype) * frac[:, None]  # [out, in]
-    return w0 + w1
-
-
 def token_grid(num_tokens: int, height: int, width: int) -> tuple[int, int]:
     """Recover the token grid (fh, fw) from the token count and the image's aspect ratio, as HF does.
 
@@ -85,10 +67,7 @@ def resize_group_maps(maps: Any, height: int, width: int) -> Any:
     xp = namespace(maps)
     b, s, n = maps.shape
     fh, fw = token_grid(n, height, width)
-    grid = xp.reshape(maps, (b, s, fh, fw))  # [B, S, fh, fw]
-    rows = bilinear_matrix(height, fh, maps)  # [H, fh]
-    cols = bilinear_matrix(width, fw, maps)  # [W, fw]
-    return rows @ grid @ xp.matrix_transpose(cols)  # [H, fh] @ [B, S, fh, fw] @ [fw, W] -> [B, S, H, W]
+    return resize_grid(xp.reshape(maps, (b, s, fh, fw)), height, width, "bilinear")  # [B, S, H, W]
 
 
 def grouping_from_attentions(attentions: tuple[Any, ...]) -> Any:

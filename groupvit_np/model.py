@@ -128,13 +128,20 @@ class _Base:
             raise ValueError(f"attention_mask has shape {m.shape}, input_ids {tuple(ids.shape)}")
         return to_namespace(m.astype(np.int64), self.xp, device=self.device)
 
-    def _pixels(self, pixel_values: Any, vision_config: GroupViTVisionConfig) -> Any:
+    def _pixels(self, pixel_values: Any, vision_config: GroupViTVisionConfig, interpolate: bool = False) -> Any:
         shape = tuple(pixel_values.shape) if hasattr(pixel_values, "shape") else np.shape(pixel_values)
-        c, size = vision_config.num_channels, vision_config.image_size
+        c, size, patch = vision_config.num_channels, vision_config.image_size, vision_config.patch_size
         if len(shape) != 4 or shape[1] != c:
             raise ValueError(f"pixel_values must have shape [B, {c}, H, W], got {shape}")
-        if shape[2:] != (size, size):
-            raise ValueError(f"Input image size ({shape[2]}*{shape[3]}) doesn't match model ({size}*{size}).")
+        if not interpolate and shape[2:] != (size, size):
+            raise ValueError(
+                f"Input image size ({shape[2]}*{shape[3]}) doesn't match model ({size}*{size}); "
+                "pass interpolate_pos_encoding=True for other sizes"
+            )
+        if interpolate and (shape[2] % patch or shape[3] % patch or min(shape[2:]) < patch):
+            raise ValueError(
+                f"image height and width must be positive multiples of the patch size {patch}, got {shape[2:]}"
+            )
         if isinstance(pixel_values, np.ndarray | list | tuple):
             return to_namespace(np.asarray(pixel_values), self.xp, dtype=getattr(self.xp, self.dtype_name),
                                 device=self.device)  # fmt: skip
@@ -187,10 +194,11 @@ class GroupViTModel(_Base):
                          self._positions(position_ids))  # fmt: skip
         return projection_head(out["pooler_output"], self.params["text_projection"])
 
-    def get_image_features(self, pixel_values: Any) -> Any:
+    def get_image_features(self, pixel_values: Any, interpolate_pos_encoding: bool = False) -> Any:
         """Unnormalised projected image features.  # [B, C, H, W] -> [B, P]"""
-        pixels = self._pixels(pixel_values, self.config.vision_config)
-        out = vision_tower(pixels, self.params["vision_model"], self.config.vision_config)
+        pixels = self._pixels(pixel_values, self.config.vision_config, interpolate_pos_encoding)
+        out = vision_tower(pixels, self.params["vision_model"], self.config.vision_config,
+                           interpolate_pos_encoding=interpolate_pos_encoding)  # fmt: skip
         return projection_head(out["pooler_output"], self.params["visual_projection"])
 
     def _positions(self, position_ids: Any) -> Any:
@@ -203,6 +211,7 @@ class GroupViTModel(_Base):
         self, input_ids: Any = None, pixel_values: Any = None, attention_mask: Any = None, position_ids: Any = None,
         return_loss: bool = False, output_attentions: bool = False, output_hidden_states: bool = False,
         output_segmentation: bool | None = None, return_dict: bool = True, gumbel_noise: Sequence[Any] | None = None,
+        interpolate_pos_encoding: bool = False,
     ) -> GroupViTModelOutput | tuple[Any, ...]:  # fmt: skip
         """Logits between every image and text, HF's fields and order. `gumbel_noise` is for the vision tower."""
         if input_ids is None or pixel_values is None:
@@ -212,12 +221,13 @@ class GroupViTModel(_Base):
             output_segmentation = cfg.output_segmentation
         output_attentions = output_attentions or output_segmentation  # HF forces attentions for segmentation
         ids = self._ids(input_ids, cfg.text_config)
-        pixels = self._pixels(pixel_values, cfg.vision_config)
+        pixels = self._pixels(pixel_values, cfg.vision_config, interpolate_pos_encoding)
         if return_loss and ids.shape[0] != pixels.shape[0]:
             raise ValueError(
                 f"return_loss pairs text i with image i: got {ids.shape[0]} texts, {pixels.shape[0]} images"
             )
-        vis = vision_tower(pixels, self.params["vision_model"], cfg.vision_config, gumbel_noise)
+        vis = vision_tower(pixels, self.params["vision_model"], cfg.vision_config, gumbel_noise,
+                           interpolate_pos_encoding=interpolate_pos_encoding)  # fmt: skip
         txt = text_tower(ids, self.params["text_model"], cfg.text_config, self._mask(attention_mask, ids),
                          self._positions(position_ids))  # fmt: skip
         image_embeds = l2_normalize(projection_head(vis["pooler_output"], self.params["visual_projection"]))  # [B, P]
@@ -278,9 +288,10 @@ class GroupViTVisionModel(_Base):
         return cls(full.vision_config, params, xp, device)
 
     def __call__(self, pixel_values, output_attentions=False, output_hidden_states=False, return_dict=True,
-                 gumbel_noise=None):  # fmt: skip
+                 gumbel_noise=None, interpolate_pos_encoding=False):  # fmt: skip
         """Vision outputs.  # [B, C, H, W] -> last_hidden_state [B, S, D], pooler_output [B, D]"""
-        pixels = self._pixels(pixel_values, self.config)
-        out = vision_tower(pixels, self.params["vision_model"], self.config, gumbel_noise)
+        pixels = self._pixels(pixel_values, self.config, interpolate_pos_encoding)
+        out = vision_tower(pixels, self.params["vision_model"], self.config, gumbel_noise,
+                           interpolate_pos_encoding=interpolate_pos_encoding)  # fmt: skip
         result = _tower_output(out, output_hidden_states, output_attentions)
         return result if return_dict else result.to_tuple()

@@ -13,6 +13,7 @@ from .backend import namespace
 from .config import GroupViTVisionConfig
 from .grouping import token_assign
 from .ops import Params, layer_norm, mixer_mlp
+from .resize import resize_position_table
 
 
 def patch_embed(pixel_values: Any, p: Params, patch: int) -> Any:
@@ -30,11 +31,21 @@ def patch_embed(pixel_values: Any, p: Params, patch: int) -> Any:
     return x @ xp.matrix_transpose(weight) + p["bias"]  # [B, N, D]
 
 
-def vision_embeddings(pixel_values: Any, p: Params, config: GroupViTVisionConfig) -> Any:
-    """Patch tokens, LayerNorm, *then* the position table (GroupViT's order; no CLS token).  # -> [B, N, D]"""
+def vision_embeddings(
+    pixel_values: Any, p: Params, config: GroupViTVisionConfig, interpolate_pos_encoding: bool = False
+) -> Any:
+    """Patch tokens, LayerNorm, *then* the position table (GroupViT's order; no CLS token).  # -> [B, N, D]
+
+    With `interpolate_pos_encoding` the table is resized bicubically to the image's token grid, so any H, W
+    that are multiples of the patch size work (HF's method, which its public forward never calls).
+    """
     x = patch_embed(pixel_values, p["patch_embeddings"]["projection"], config.patch_size)  # [B, N, D]
     x = layer_norm(x, p["layernorm"], config.layer_norm_eps)  # [B, N, D]
-    return x + p["position_embeddings"]  # [1, N, D] broadcasts
+    table = p["position_embeddings"]  # [1, N0, D]
+    if interpolate_pos_encoding:
+        h, w = pixel_values.shape[2] // config.patch_size, pixel_values.shape[3] // config.patch_size
+        table = resize_position_table(table, h, w)  # [1, N, D]
+    return x + table
 
 
 def vision_stage(
@@ -68,16 +79,22 @@ def vision_stage(
 
 
 def vision_tower(
-    pixel_values: Any, p: Params, config: GroupViTVisionConfig, gumbel_noise: Sequence[Any] | None = None
+    pixel_values: Any,
+    p: Params,
+    config: GroupViTVisionConfig,
+    gumbel_noise: Sequence[Any] | None = None,
+    *,
+    interpolate_pos_encoding: bool = False,
 ) -> dict[str, Any]:
     """GroupViT's image encoder.  # [B, C, Hpx, Wpx] -> last_hidden_state [B, S, D], pooler_output [B, D]
 
     Also returns `hidden_states` (embeddings, each stage's output; the last one before the final LayerNorm) and
     `attentions`, the soft assignment of each grouping stage ([B, 64, 196], [B, 8, 64] by default).
-    `gumbel_noise`, one array per grouping stage, switches the assignment to training-time Gumbel sampling.
+    `gumbel_noise`, one array per grouping stage, switches the assignment to training-time Gumbel sampling;
+    `interpolate_pos_encoding` accepts other resolutions (see `vision_embeddings`).
     """
     xp = namespace(pixel_values)
-    x = vision_embeddings(pixel_values, p["embeddings"], config)  # [B, N, D]
+    x = vision_embeddings(pixel_values, p["embeddings"], config, interpolate_pos_encoding)  # [B, N, D]
     hidden_states, attentions, groups = [x], [], None
     noise = list(gumbel_noise) if gumbel_noise is not None else None
     for s, stage in enumerate(p["encoder"]["stages"]):

@@ -30,8 +30,9 @@ CONFIGS = {
     "small_legacy": (
         dict(vocab_size=120, hidden_size=24, num_hidden_layers=3, num_attention_heads=2, intermediate_size=40,
              max_position_embeddings=16, bos_token_id=0, eos_token_id=2, pad_token_id=1),
-        dict(image_size=32, patch_size=4, hidden_size=48, depths=[2, 1, 2], num_hidden_layers=5, num_group_tokens=[16, 4, 0],
-             num_output_groups=[16, 4, 4], num_attention_heads=3, intermediate_size=64, assign_mlp_ratio=[0.5, 2]),
+        dict(image_size=32, patch_size=4, hidden_size=48, depths=[2, 1, 2], num_hidden_layers=5,
+             num_group_tokens=[16, 4, 0], num_output_groups=[16, 4, 4], num_attention_heads=3, intermediate_size=64,
+             assign_mlp_ratio=[0.5, 2]),
         dict(projection_dim=16, projection_intermediate_dim=96),
     ),
     "full": ({}, {}, {}),
@@ -138,7 +139,7 @@ def run_gumbel_reference(model: GroupViTModel, pixels: np.ndarray, seed: int) ->
     drawn: list[torch.Tensor] = []
     original = torch.distributions.gumbel.Gumbel.sample
 
-    def recording_sample(self, shape=torch.Size()):  # noqa: ANN001
+    def recording_sample(self, shape=()):
         noise = original(self, shape)
         drawn.append(noise.clone())
         return noise
