@@ -23,17 +23,23 @@ def multi_head_attention(
     b, lq, d = x_q.shape
     lk = x_kv.shape[1]
     dh = d // num_heads
-    q = linear(x_q, p["q_proj"]) * dh**-0.5  # [B, Lq, D]
-    k = linear(x_kv, p["k_proj"])  # [B, Lk, D]
-    v = linear(x_kv, p["v_proj"])  # [B, Lk, D]
-    q = xp.permute_dims(xp.reshape(q, (b, lq, num_heads, dh)), (0, 2, 1, 3))  # [B, H, Lq, Dh]
-    k = xp.permute_dims(xp.reshape(k, (b, lk, num_heads, dh)), (0, 2, 3, 1))  # [B, H, Dh, Lk]
-    v = xp.permute_dims(xp.reshape(v, (b, lk, num_heads, dh)), (0, 2, 1, 3))  # [B, H, Lk, Dh]
-    scores = q @ k  # [B, H, Lq, Lk]
+
+    def heads(x: Any, length: int, order: tuple[int, ...]) -> Any:
+        # [B, L, D] -> [B*H, ...]; flattening the permuted view makes one C-ordered copy. Contiguous operands keep
+        # the batched products on BLAS: NumPy runs permuted or transposed stacks in a slow loop (0.76 s vs 6 ms).
+        split = xp.reshape(x, (b, length, num_heads, dh))  # [B, L, H, Dh]
+        flat = xp.reshape(xp.permute_dims(split, order), (-1,))
+        return xp.reshape(flat, (b * num_heads, *(split.shape[i] for i in order[2:])))
+
+    q = heads(linear(x_q, p["q_proj"]) * dh**-0.5, lq, (0, 2, 1, 3))  # [B*H, Lq, Dh]
+    k_t = heads(linear(x_kv, p["k_proj"]), lk, (0, 2, 3, 1))  # [B*H, Dh, Lk], k already transposed
+    v = heads(linear(x_kv, p["v_proj"]), lk, (0, 2, 1, 3))  # [B*H, Lk, Dh]
+    scores = xp.reshape(q @ k_t, (b, num_heads, lq, lk))  # [B, H, Lq, Lk]
     for mask in masks:
-        scores = scores + mask  # [B or 1, 1, Lq or 1, Lk] broadcasts
+        scores = scores + mask  # [B or 1, 1, Lq, Lk] broadcasts
     weights = softmax(scores, axis=-1)  # [B, H, Lq, Lk]
-    o = xp.permute_dims(weights @ v, (0, 2, 1, 3))  # [B, Lq, H, Dh]
+    o = xp.reshape(weights, (-1, lq, lk)) @ v  # [B*H, Lq, Dh]
+    o = xp.permute_dims(xp.reshape(o, (b, num_heads, lq, dh)), (0, 2, 1, 3))  # [B, Lq, H, Dh]
     return linear(xp.reshape(o, (b, lq, d)), p["out_proj"]), weights  # channel c = h*Dh + j, as torch
 
 

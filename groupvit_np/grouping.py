@@ -64,7 +64,8 @@ def assign_attention(
     q = linear(groups, p["q_proj"])  # [B, S, D]
     k = linear(tokens, p["k_proj"])  # [B, N, D]
     v = linear(tokens, p["v_proj"])  # [B, N, D]
-    raw = (q @ xp.matrix_transpose(k)) * groups.shape[-1] ** -0.5  # [B, S, N]; one head, so scale by D^-1/2
+    k_t = xp.reshape(xp.reshape(xp.permute_dims(k, (0, 2, 1)), (-1,)), (k.shape[0], k.shape[2], k.shape[1]))  # [B,D,N]
+    raw = (q @ k_t) * groups.shape[-1] ** -0.5  # [B, S, N]; one head, so scale by D^-1/2
     soft = softmax(raw, axis=-2)  # [B, S, N]
     if gumbel_noise is not None:
         assign = gumbel_softmax(raw, gumbel_noise, axis=-2)
