@@ -25,7 +25,7 @@ from .heads import (
     segmentation_logits,
 )
 from .ops import l2_normalize
-from .text import text_tower
+from .text import eos_positions, text_tower
 from .vision import vision_tower
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -188,10 +188,19 @@ class GroupViTModel(_Base):
         return cls(config, params, xp, device)
 
     def get_text_features(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None) -> Any:
-        """Unnormalised projected text features.  # [T, L] -> [T, P]"""
-        ids = self._ids(input_ids, self.config.text_config)
-        out = text_tower(ids, self.params["text_model"], self.config.text_config, self._mask(attention_mask, ids),
-                         self._positions(position_ids))  # fmt: skip
+        """Unnormalised projected text features.  # [T, L] -> [T, P]
+
+        Only positions up to the last pooled one are computed: the mask is causal, so later (padding) positions
+        cannot change the pooled states, and a batch padded to 77 costs what its longest text costs.
+        """
+        cfg = self.config.text_config
+        ids = self._ids(input_ids, cfg)
+        mask, pos = self._mask(attention_mask, ids), self._positions(position_ids)
+        keep = int(self.xp.max(eos_positions(ids, cfg))) + 1 if ids.shape[0] else ids.shape[1]
+        if keep < ids.shape[1]:
+            ids, mask = ids[:, :keep], None if mask is None else mask[:, :keep]
+            pos = None if pos is None else pos[..., :keep]
+        out = text_tower(ids, self.params["text_model"], cfg, mask, pos)
         return projection_head(out["pooler_output"], self.params["text_projection"])
 
     def get_image_features(self, pixel_values: Any, interpolate_pos_encoding: bool = False) -> Any:

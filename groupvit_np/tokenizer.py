@@ -1,0 +1,321 @@
+"""CLIP's byte-level BPE tokenizer, giving the same tokens, ids and decoded text as HF 4.57.6's slow `CLIPTokenizer`.
+
+Steps (`trace()` shows each one): split out special tokens written in the text, clean each piece (ftfy, collapse
+whitespace, strip, lowercase), pre-tokenise with CLIP's regex, map UTF-8 bytes to printable characters, apply BPE
+merges in rank order with "</w>" marking the end of a word, then look up the ids. Contract: `str | list[str]` ->
+`BatchEncoding(input_ids, attention_mask)`, with [L] or [T, L] ids padded on the right with 49407.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+from pathlib import Path
+
+import ftfy
+import numpy as np
+import regex
+
+from groupvit_np.batch import BatchEncoding
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+N_MERGES = 49152 - 256 - 2  # CLIP keeps this many merges: 49152 BPE tokens, less 256 bytes and 2 special tokens
+# CLIP's pre-tokeniser: special tokens | English contractions | letter runs | one digit | other non-space runs.
+# HF compiles it with IGNORECASE; the flag matters even on lowercased text (e.g. "'ſ" still matches 's).
+PATTERN = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+"
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """Map each byte value to a printable character, so that BPE can treat any UTF-8 bytes as a string.
+
+    Printable Latin-1 bytes stand for themselves; the other 68 (controls, space, NBSP, soft hyphen) take U+0100
+    onwards in byte order. Example: `t[ord("a")] == "a"`, `t[0x00] == "Ā"` (U+0100), `t[0x20] == "Ġ"` (space is
+    the 33rd unprintable byte, so U+0100 + 32). The dict's order (printables first) is the vocabulary's order.
+    """
+    table = {b: chr(b) for b in (*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100))}
+    unprintable = [b for b in range(256) if b not in table]
+    table.update({b: chr(0x100 + i) for i, b in enumerate(unprintable)})
+    return table
+
+
+def get_pairs(word: tuple[str, ...] | list[str]) -> set[tuple[str, str]]:
+    """The set of adjacent symbol pairs in a word: `get_pairs(("l", "o", "w</w>")) == {("l", "o"), ("o", "w</w>")}`."""
+    return set(zip(word, word[1:], strict=False))
+
+
+def bpe_merge(word: list[str], ranks: dict[tuple[str, str], int], steps: list | None = None) -> list[str]:
+    """Merge a word's symbols, lowest-ranked pair first, until no adjacent pair is a known merge.
+
+    Every occurrence of the chosen pair is merged in one left-to-right pass. With `ranks = {("l", "o"): 0,
+    ("lo", "w</w>"): 1}`, `["l", "o", "w</w>"] -> ["lo", "w</w>"] -> ["low</w>"]`. If `steps` is a list, each
+    merge is appended to it as `(pair, rank, word_after)`.
+    """
+    while len(word) > 1:
+        pair = min(get_pairs(word), key=lambda p: ranks.get(p, math.inf))
+        if pair not in ranks:
+            break
+        first, second = pair
+        merged, i = [], 0
+        while i < len(word):
+            if word[i] == first and i + 1 < len(word) and word[i + 1] == second:
+                merged.append(first + second)
+                i += 2
+            else:
+                merged.append(word[i])
+                i += 1
+        word = merged
+        if steps is not None:
+            steps.append((pair, ranks[pair], tuple(word)))
+    return word
+
+
+def parse_merges(text: str) -> list[tuple[str, str]]:
+    """The merges CLIP uses from a merges file's text: the first N_MERGES lines after the header line."""
+    return [tuple(line.split()) for line in text.strip().split("\n")[1 : N_MERGES + 1]]
+
+
+def read_bpe_gz(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """CLIP's merges from OpenAI's `bpe_simple_vocab_16e6.txt.gz` (its header line is odd; it is skipped)."""
+    return parse_merges(gzip.decompress(Path(path).read_bytes()).decode("utf-8"))
+
+
+def vocab_from_merges(merges: list[tuple[str, str]]) -> dict[str, int]:
+    """OpenAI's vocabulary order: 256 bytes, the same + "</w>", one token per merge, then BOS and EOS."""
+    chars = list(bytes_to_unicode().values())
+    tokens = [*chars, *(c + "</w>" for c in chars), *("".join(m) for m in merges), BOS, EOS]
+    return {token: i for i, token in enumerate(tokens)}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class CLIPTokenizer:
+    """CLIP's tokenizer (HF `CLIPTokenizer`, slow). `vocab=None` derives ids from `merges`; both None: shipped file."""
+
+    model_input_names = ("input_ids", "attention_mask")
+
+    def __init__(self, vocab=None, merges=None, *, model_max_length: int = 77, clean_up_tokenization_spaces=False):
+        if merges is None:
+            if vocab is not None:
+                raise ValueError("CLIPTokenizer needs `merges` when `vocab` is given")
+            from groupvit_np._resources import data_file
+
+            merges = read_bpe_gz(data_file("tokenizer", "bpe_simple_vocab_16e6.txt.gz"))
+        self.encoder = dict(vocab) if vocab is not None else vocab_from_merges(merges)
+        missing = [t for t in (BOS, EOS) if t not in self.encoder]
+        if missing:
+            raise ValueError(f"the vocabulary lacks CLIP's special tokens {missing}")
+        self.decoder = {i: t for t, i in self.encoder.items()}
+        self.bpe_ranks = {tuple(m): rank for rank, m in enumerate(merges)}
+        self.model_max_length = model_max_length
+        self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
+        self.bos_token, self.eos_token, self.pad_token, self.unk_token = BOS, EOS, EOS, EOS
+        self.bos_token_id = self.encoder[BOS]
+        self.eos_token_id = self.pad_token_id = self.unk_token_id = self.encoder[EOS]
+        self.all_special_ids = [self.bos_token_id, self.eos_token_id]
+        self.byte_encoder = bytes_to_unicode()
+        self._to_bytes = {ord(c): b for b, c in self.byte_encoder.items()}  # both are str.translate tables
+        self._pattern = regex.compile(PATTERN, regex.IGNORECASE)
+        self._whitespace = regex.compile(r"\s+")
+        self._specials = regex.compile(r"(<\|startoftext\|>|<\|endoftext\|>)")  # case-sensitive, as HF's trie
+        # The BPE memo, pre-token -> (pieces, ids); seeded so that special tokens the regex finds stay whole.
+        self._memo = {t: ((t,), (self.encoder[t],)) for t in (BOS, EOS)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.encoder)
+
+    # --- loading and saving ------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, **kwargs) -> CLIPTokenizer:
+        """None: the shipped CLIP file; a .gz file (or a folder holding one); a folder with HF's vocab.json +
+        merges.txt (+ tokenizer_config.json / special_tokens_map.json)."""
+        if path is not None and Path(path, "bpe_simple_vocab_16e6.txt.gz").is_file():
+            path = Path(path, "bpe_simple_vocab_16e6.txt.gz")
+        if path is None or str(path).endswith(".gz"):
+            return cls(None, read_bpe_gz(path) if path else None, **kwargs)
+        folder = Path(path)
+        if not (folder / "vocab.json").is_file() or not (folder / "merges.txt").is_file():
+            raise FileNotFoundError(f"{folder} is not a folder with vocab.json and merges.txt (nothing is downloaded)")
+        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+        merges = parse_merges((folder / "merges.txt").read_text(encoding="utf-8"))
+        config = {}
+        for name in ("special_tokens_map.json", "tokenizer_config.json"):
+            if (folder / name).is_file():
+                config.update(json.loads((folder / name).read_text(encoding="utf-8")))
+        for key, expected in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", EOS), ("unk_token", EOS)):
+            value = config.get(key, expected)
+            if (value["content"] if isinstance(value, dict) else value) != expected:  # a str or an AddedToken dict
+                raise ValueError(f"{folder}: {key}={config[key]!r} is not CLIP's {expected!r}; not supported")
+        for key in ("model_max_length", "clean_up_tokenization_spaces"):
+            if key in config:
+                kwargs.setdefault(key, config[key])
+        return cls(vocab, merges, **kwargs)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> tuple[Path, ...]:
+        """Write HF's vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        specials = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}
+        config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": self.model_max_length, "errors": "replace",
+                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces, **specials}  # fmt: skip
+        merges = sorted(self.bpe_ranks, key=self.bpe_ranks.get)
+        files = {
+            "vocab.json": json.dumps(self.encoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+            "merges.txt": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
+            "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
+            "special_tokens_map.json": json.dumps(specials, indent=2) + "\n",
+        }
+        for name, text in files.items():
+            _write_atomic(folder / name, text)
+        return tuple(folder / name for name in files)
+
+    # --- text -> tokens ----------------------------------------------------------------------------------------
+    def clean(self, text: str) -> str:
+        """HF's cleaning when ftfy is installed: fix mojibake/entities/controls, collapse whitespace, lowercase."""
+        return self._whitespace.sub(" ", ftfy.fix_text(text)).strip().lower()
+
+    def _parts(self, text: str) -> list[str]:
+        # HF cuts special tokens out of the raw text before cleaning (case-sensitive, like its trie), so ftfy and
+        # the regex see the pieces between them separately. Odd positions hold the special tokens.
+        return self._specials.split(text) if "<|" in text else [text]
+
+    def _symbols(self, word: str) -> list[str]:
+        """A pre-token as BPE's starting symbols: one printable character per UTF-8 byte, "</w>" on the last."""
+        chars = word.encode("utf-8").decode("latin-1").translate(self.byte_encoder)  # Latin-1 text: char i is byte i
+        return [*chars[:-1], chars[-1] + "</w>"]
+
+    def _bpe(self, word: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """One pre-token -> its BPE pieces and their ids, memoised on the instance."""
+        found = self._memo.get(word)
+        if found is None:
+            pieces = tuple(bpe_merge(self._symbols(word), self.bpe_ranks))
+            found = self._memo[word] = (pieces, tuple(self.encoder.get(p, self.unk_token_id) for p in pieces))
+        return found
+
+    def _words(self, text: str):
+        for i, part in enumerate(self._parts(text)):
+            if i % 2:
+                yield self._memo[part]
+            elif part:
+                yield from map(self._bpe, self._pattern.findall(self.clean(part)))
+
+    def tokenize(self, text: str) -> list[str]:
+        """Text -> BPE pieces, e.g. "a photo" -> ["a</w>", "photo</w>"]."""
+        return [piece for pieces, _ in self._words(text) for piece in pieces]
+
+    def _ids(self, text: str) -> list[int]:
+        return [i for _, ids in self._words(text) for i in ids]
+
+    def encode(self, text: str, add_special_tokens: bool = True, **kwargs) -> list[int]:
+        """Text -> ids, with BOS/EOS by default; `kwargs` are `__call__`'s (truncation, max_length, padding)."""
+        return self(text, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
+
+    def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
+        """Unknown tokens map to the unk id 49407, as in HF."""
+        if isinstance(tokens, str):
+            return self.encoder.get(tokens, self.unk_token_id)
+        return [self.encoder.get(t, self.unk_token_id) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | list[str]:
+        """Ids -> tokens; an id outside the vocabulary raises (HF would give None and fail later)."""
+        if isinstance(ids, (int, np.integer)):
+            return self._token(int(ids))
+        skip = set(self.all_special_ids) if skip_special_tokens else ()
+        return [self._token(int(i)) for i in ids if int(i) not in skip]
+
+    def _token(self, i: int) -> str:
+        if i not in self.decoder:
+            raise ValueError(f"token id {i} is outside the vocabulary (0..{self.vocab_size - 1})")
+        return self.decoder[i]
+
+    # --- ids -> text -------------------------------------------------------------------------------------------
+    def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
+        """Ids -> text: bytes back to UTF-8 (bad bytes become U+FFFD), each "</w>" a space, then strip.
+
+        Special tokens come out as their text, glued to their neighbours as in HF: "<|startoftext|>a cat <|endoftext|>".
+        """
+        tokens = self.convert_ids_to_tokens(np.asarray(ids).reshape(-1).tolist(), skip_special_tokens)
+        raw = "".join(tokens).translate(self._to_bytes).encode("latin-1")
+        text = raw.decode("utf-8", errors="replace").replace("</w>", " ").strip()
+        if self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces:
+            for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                                  (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):  # fmt: skip
+                text = text.replace(before, after)
+        return text
+
+    def batch_decode(self, sequences, **kwargs) -> list[str]:
+        return [self.decode(ids, **kwargs) for ids in sequences]
+
+    # --- batches -----------------------------------------------------------------------------------------------
+    def __call__(self, text, *, padding=False, truncation=None, max_length=None, return_tensors=None,
+                 add_special_tokens=True, return_attention_mask=True) -> BatchEncoding:  # fmt: skip
+        """A text or a list of texts -> `input_ids` (+ `attention_mask`), by HF's padding and truncation rules.
+
+        padding: False, True/"longest" (to the longest in the batch) or "max_length" (to max_length, default 77).
+        truncation: None/False or True; None with a max_length and no padding also truncates (HF's legacy rule).
+        return_tensors="np": int64 arrays [T, L] ([1, L] for one text), which needs rows of equal length.
+        """
+        modes = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
+        if padding not in modes or return_tensors not in (None, "np"):
+            raise ValueError(f"unsupported padding={padding!r} or return_tensors={return_tensors!r}")
+        if truncation not in (None, False, True, "do_not_truncate", "longest_first", "only_first"):
+            raise ValueError(f"unsupported truncation={truncation!r} (single sequences only)")
+        legacy = truncation is None and max_length is not None and padding is False
+        truncate = legacy or truncation not in (None, False, "do_not_truncate")
+        if max_length is None and (truncate or modes[padding] == "max_length"):
+            max_length = self.model_max_length
+        texts = [text] if isinstance(text, str) else list(text)
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("CLIPTokenizer takes a string or a list of strings")
+        rows, n_special = [], 2 if add_special_tokens else 0
+        for t in texts:
+            ids = self._ids(t)
+            excess = len(ids) + n_special - max_length if truncate else 0
+            if 0 < excess < len(ids):  # HF keeps a row whole when it cannot cut enough (max_length <= 2)
+                ids = ids[:-excess]
+            rows.append([self.bos_token_id, *ids, self.eos_token_id] if add_special_tokens else ids)
+        mode = modes[padding]
+        width = max(map(len, rows), default=0) if mode == "longest" else max_length if mode == "max_length" else 0
+        enc = {"input_ids": [r + [self.pad_token_id] * (width - len(r)) for r in rows]}
+        if return_attention_mask:
+            enc["attention_mask"] = [[1] * len(r) + [0] * (width - len(r)) for r in rows]
+        if return_tensors == "np":
+            if len({len(r) for r in enc["input_ids"]}) > 1:
+                raise ValueError("texts of different token lengths cannot form one array: pass padding=True "
+                                 "(and truncation=True for texts over 77 tokens), or return_tensors=None")  # fmt: skip
+            enc = {k: np.array(v, dtype=np.int64).reshape(len(v), -1 if v else 0) for k, v in enc.items()}
+        elif isinstance(text, str):
+            enc = {k: v[0] for k, v in enc.items()}
+        return BatchEncoding(enc)
+
+    # --- teaching ----------------------------------------------------------------------------------------------
+    def trace(self, text: str) -> dict:
+        """Show the work for one text: cleaned parts, pre-tokens, their byte-mapped form, merges with ranks, ids.
+
+        `merges[k]` lists `(pair, rank, word_after)` for `pre_tokens[k]` in the order BPE applied them.
+        """
+        out = {"text": text, "cleaned": [], "pre_tokens": [], "byte_mapped": [], "merges": [], "tokens": []}
+        for i, part in enumerate(self._parts(text)):
+            if not part:
+                continue
+            cleaned = part if i % 2 else self.clean(part)
+            out["cleaned"].append(cleaned)
+            for word in [part] if i % 2 else self._pattern.findall(cleaned):
+                steps = []
+                if word in (BOS, EOS):  # kept whole, as special tokens
+                    mapped, pieces = word, [word]
+                else:
+                    symbols = self._symbols(word)
+                    mapped, pieces = "".join(symbols)[:-4], bpe_merge(symbols, self.bpe_ranks, steps)
+                out["pre_tokens"].append(word)
+                out["byte_mapped"].append(mapped)
+                out["merges"].append(steps)
+                out["tokens"].extend(pieces)
+        out["ids"] = [self.bos_token_id, *self.convert_tokens_to_ids(out["tokens"]), self.eos_token_id]
+        return out
