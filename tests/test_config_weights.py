@@ -149,3 +149,23 @@ def test_missing_path_and_unknown_format(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="unknown weights format"):
         GroupViTModel.from_pretrained(tmp_path / "w.npz")
+
+
+def test_reader_matches_the_safetensors_package_and_does_not_copy():
+    from safetensors.numpy import load_file
+
+    path = FIXTURES / "model_small_legacy" / "model.safetensors"
+    ours, theirs = read_safetensors(path), load_file(str(path))
+    assert sorted(ours) == sorted(theirs)
+    for key in theirs:
+        np.testing.assert_array_equal(ours[key], theirs[key])
+        assert ours[key].dtype == theirs[key].dtype and not ours[key].flags.writeable  # views into the map
+
+
+def test_overlapping_tensors_are_refused(tmp_path):
+    header = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+              "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}  # fmt: skip
+    h = json.dumps(header).encode()
+    (tmp_path / "x.safetensors").write_bytes(len(h).to_bytes(8, "little") + h + bytes(12))
+    with pytest.raises(CheckpointError, match="overlap"):
+        read_safetensors(tmp_path / "x.safetensors")

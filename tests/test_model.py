@@ -181,3 +181,13 @@ def test_nested_lists_of_ids_are_accepted(tiny):
     a = model.get_text_features(inputs["input_ids"].tolist())
     b = model.get_text_features(inputs["input_ids"])
     np.testing.assert_array_equal(a, b)
+
+
+def test_text_features_ignore_padding_to_77(tiny):
+    model, inputs = tiny
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    pad = np.full((ids.shape[0], 77 - ids.shape[1]), 98)
+    long_ids, long_mask = np.concatenate([ids, pad], 1), np.concatenate([mask, np.zeros_like(pad)], 1)
+    # get_text_features stops at the last EOS; causality makes that exact up to summation order.
+    np.testing.assert_allclose(model.get_text_features(long_ids, long_mask), model.get_text_features(ids, mask),
+                               rtol=0, atol=1e-12)  # fmt: skip

@@ -33,6 +33,10 @@ def main() -> None:
                 stage.group_token.normal_(std=0.02)
         model.vision_model.embeddings.position_embeddings.normal_(std=0.02)
     model.half().save_pretrained(OUT, safe_serialization=True)
+    # Tokenizer and preprocessor files, as a Hub repo has them, written by our own CLIPProcessor (HF reads them).
+    from groupvit_np import CLIPProcessor
+
+    CLIPProcessor.from_pretrained().save_pretrained(OUT)
     print(f"wrote {OUT}", file=sys.stderr)
 
 
