@@ -137,9 +137,14 @@ def load_checkpoint(source: str | os.PathLike, revision: str | None = None) -> t
 
         return load_nvlabs(path)
     folder = path if path.is_dir() else path.parent
-    if not (folder / "config.json").is_file():
-        raise CheckpointError(f"{folder}: no config.json beside the weights")
-    return GroupViTConfig.from_pretrained(folder), read_state_dict(path)
+    if (folder / "config.json").is_file():
+        return GroupViTConfig.from_pretrained(folder), read_state_dict(path)
+    if path.is_file():  # a bare weights file: infer the architecture from the tensor shapes, as for NVlabs files
+        from .convert import infer_config
+
+        state = read_state_dict(path)
+        return infer_config(state), state
+    raise CheckpointError(f"{folder}: no config.json beside the weights")
 
 
 # ---------------------------------------------------------------------------------------------------------------
