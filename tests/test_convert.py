@@ -396,7 +396,8 @@ def test_nvlabs_conversion_writes_clip_tokenizer_files_both_libraries_read(tmp_p
     ours = CLIPProcessor.from_pretrained(dst)
     theirs = transformers.CLIPProcessor.from_pretrained(dst)
     caption = "a photo of a cat"
-    assert ours(text=caption).input_ids == theirs(text=caption).input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    expected = [[49406, 320, 1125, 539, 320, 2368, 49407]]
+    assert ours(text=[caption]).input_ids.tolist() == theirs(text=[caption]).input_ids == expected
 
 
 def test_bare_weights_file_infers_its_config(tmp_path):
