@@ -80,7 +80,14 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_convert, _add_download]
+def _add_inference(sub: argparse._SubParsersAction) -> None:
+    """segment, classify, evaluate (groupvit_np/commands.py)."""
+    from .commands import add_commands
+
+    add_commands(sub)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inference, _add_convert, _add_download]
 
 
 def build_parser() -> argparse.ArgumentParser:

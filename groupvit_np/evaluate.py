@@ -1,0 +1,245 @@
+"""Segmentation evaluation as mmseg scores it: a confusion matrix over the whole dataset, per-class IoU, mIoU.
+
+Pixels whose ground truth is 255 are ignored; a class's IoU is intersection / union summed over all images, NaN for
+a class that appears in neither ground truth nor predictions, and mIoU is the mean of the others (mmseg's nanmean).
+Folder layouts are the original's (segmentation/configs/_base_/datasets/*.py). Runs are resumable: after every
+image the confusion matrix and the count so far go to a small state file, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from PIL import Image
+
+from .config import write_json_atomic
+from .datasets import IGNORE_INDEX
+
+STATE_FILE = "evaluate_state.json"
+METRICS_FILE = "metrics.json"
+
+# ---------------------------------------------------------------------------------------------------------------
+# The metric.
+
+
+def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX):
+    """Counts of (ground truth, prediction) pairs over the non-ignored pixels.  # [H, W], [H, W] -> [C, C] int64"""
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
+    valid = gt != ignore_index
+    g, p = gt[valid].astype(np.int64), pred[valid].astype(np.int64)
+    if g.size and (g.min() < 0 or g.max() >= num_classes):
+        raise ValueError(f"ground truth holds label {g.max()} but the label set has {num_classes} classes")
+    if p.size and (p.min() < 0 or p.max() >= num_classes):
+        raise ValueError(f"prediction holds label {p.max()} outside 0..{num_classes - 1}")
+    return np.bincount(g * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def iou_metrics(cm: np.ndarray) -> dict[str, Any]:
+    """mIoU, per-class IoU and accuracy from a confusion matrix (rows: ground truth), as fractions."""
+    tp = np.diag(cm).astype(np.float64)
+    gt_area, pred_area = cm.sum(axis=1), cm.sum(axis=0)
+    union = gt_area + pred_area - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+        acc = np.where(gt_area > 0, tp / gt_area, np.nan)
+    return {
+        "mIoU": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "mAcc": float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"),
+        "aAcc": float(tp.sum() / cm.sum()) if cm.sum() else float("nan"),
+        "IoU": iou.tolist(),
+        "Acc": acc.tolist(),
+    }
+
+
+def iou_table(metrics: dict[str, Any], class_names: Sequence[str]) -> str:
+    """A plain-text table: one row per class (IoU and accuracy in percent), then the summary."""
+    width = max(len(n) for n in class_names) + 2
+    lines = [f"{'class':<{width}}{'IoU':>8}{'Acc':>8}"]
+    for name, iou, acc in zip(class_names, metrics["IoU"], metrics["Acc"], strict=True):
+        lines.append(f"{name:<{width}}{_pct(iou):>8}{_pct(acc):>8}")
+    lines.append(f"{'mean':<{width}}{_pct(metrics['mIoU']):>8}{_pct(metrics['mAcc']):>8}")
+    lines.append(f"pixel accuracy {_pct(metrics['aAcc'])}")
+    return "\n".join(lines)
+
+
+def _pct(v: float) -> str:
+    return "-" if v is None or not np.isfinite(v) else f"{100 * v:.2f}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Datasets on disk.
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    image: Path
+    annotation: Path
+
+
+# dataset -> (image folder, annotation folder, annotation suffix, split file or None, where the root may sit)
+_CONTEXT_SPLIT = "ImageSets/SegmentationContext/val.txt"
+LAYOUTS = {
+    "voc": ("JPEGImages", "SegmentationClass", ".png", "ImageSets/Segmentation/val.txt", "VOCdevkit/VOC2012"),
+    "context": ("JPEGImages", "SegmentationClassContext", ".png", _CONTEXT_SPLIT, "VOCdevkit/VOC2010"),
+    "coco": ("images/val2017", "annotations/val2017", "_instanceTrainIds.png", None, "coco"),
+}
+
+
+def dataset_samples(dataset: str, root: str | Path) -> list[Sample]:
+    """The evaluation images and annotations of `dataset` under `root` (or its VOCdevkit/... or coco/ subfolder)."""
+    if dataset not in LAYOUTS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(LAYOUTS)}")
+    images, annotations, suffix, split, nested = LAYOUTS[dataset]
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root {root} is not a folder")
+    if not (root / images).is_dir() and (root / nested / images).is_dir():
+        root = root / nested
+    expected = f"{root}/{images}/*.jpg, {root}/{annotations}/*{suffix}" + (f", {root}/{split}" if split else "")
+    if not (root / images).is_dir() or not (root / annotations).is_dir():
+        raise FileNotFoundError(f"{dataset} layout not found: expected {expected}")
+    if split:
+        if not (root / split).is_file():
+            raise FileNotFoundError(f"{dataset} split file missing: expected {root / split}")
+        names = [line.strip() for line in (root / split).read_text().splitlines() if line.strip()]
+    else:  # mmseg without a split file: every image in the folder, sorted
+        names = sorted(p.stem for p in (root / images).glob("*.jpg"))
+    samples = [Sample(n, root / images / f"{n}.jpg", root / annotations / f"{n}{suffix}") for n in names]
+    missing = [s for s in samples if not s.image.is_file() or not s.annotation.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(samples)} samples lack a file, e.g. {missing[0].image} or "
+                                f"{missing[0].annotation}")  # fmt: skip
+    if not samples:
+        raise FileNotFoundError(f"no samples found: expected {expected}")
+    return samples
+
+
+def read_annotation(path: str | Path) -> np.ndarray:
+    """A ground-truth PNG as class indices (palettised files give their indices, not colours).  # -> [H, W]"""
+    with Image.open(path) as image:
+        if image.mode not in ("P", "L", "I", "I;16"):
+            raise ValueError(f"{path}: annotation mode {image.mode}, expected indices (P or L)")
+        return np.asarray(image).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Progress and the resumable loop.
+
+
+class Progress:
+    """A one-line progress bar on stderr (count, bar, rate, time left). Off a terminal it prints every 10%."""
+
+    def __init__(self, total: int, desc: str = "", start: int = 0, stream: TextIO | None = None) -> None:
+        self.total, self.desc, self.n, self.start = total, desc, start, start
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0, self.last = time.monotonic(), 0.0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        step = max(1, self.total // 10)
+        if (self.tty and now - self.last > 0.2) or (not self.tty and self.n % step == 0) or self.n == self.total:
+            self.last = now
+            end = "\n" if not self.tty or self.n == self.total else ""
+            self.stream.write(("\r" if self.tty else "") + self.line(now) + end)
+            self.stream.flush()
+
+    def line(self, now: float) -> str:
+        done, rate = self.n / max(self.total, 1), (self.n - self.start) / max(now - self.t0, 1e-9)
+        bar = "#" * int(24 * done) + "." * (24 - int(24 * done))
+        left = (self.total - self.n) / rate if rate > 0 else float("inf")
+        eta = f"{int(left // 60)}:{int(left % 60):02d}" if np.isfinite(left) else "?"
+        return f"{self.desc} {self.n}/{self.total} [{bar}] {rate:.2f}/s, {eta} left"
+
+
+def run_evaluation(
+    samples: Sequence[Sample],
+    predict: Callable[[Path], np.ndarray],
+    class_names: Sequence[str],
+    out_dir: str | Path,
+    key: dict[str, Any],
+    restart: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict every sample, accumulate the confusion matrix, write metrics.json; resume from the state file.
+
+    `key` describes the run (dataset, weights, mode...): a state file from a different run is refused rather than
+    silently mixed in. Interrupting (Ctrl-C) loses at most the image in progress.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path, c = out / STATE_FILE, len(class_names)
+    key = {**key, "samples": len(samples), "classes": list(class_names)}
+    cm, done = np.zeros((c, c), dtype=np.int64), 0
+    if state_path.is_file() and not restart:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        if state.get("key") != key:
+            raise ValueError(f"{state_path} belongs to a different run; pass --restart to start over or use "
+                             "another --out")  # fmt: skip
+        cm, done = np.asarray(state["confusion"], dtype=np.int64), int(state["done"])
+    bar = Progress(len(samples), "evaluating", start=done) if progress and done < len(samples) else None
+    for i in range(done, len(samples)):
+        sample = samples[i]
+        cm = cm + confusion_matrix(predict(sample.image), read_annotation(sample.annotation), c)
+        write_json_atomic(state_path, {"key": key, "done": i + 1, "confusion": cm.tolist()})
+        if bar:
+            bar.update()
+    metrics = {**iou_metrics(cm), "classes": list(class_names), "images": len(samples), "key": key}
+    write_json_atomic(out / METRICS_FILE, _json_safe(metrics))
+    return metrics
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN is not JSON: per-class values of absent classes become null."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def evaluate(
+    model: Any,
+    dataset: str,
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    mode: str = "slide",
+    limit: int | None = None,
+    restart: bool = False,
+    tokenizer: Any = None,
+    weights: str = "",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the original GroupViT inference on a dataset folder: mIoU, per-class IoU (see `run_evaluation`)."""
+    from .classify import encode_text
+    from .datasets import SEGMENTATION_TEMPLATES, dataset_labels
+    from .segmentation import segment
+
+    labels = dataset_labels(dataset)
+    samples = dataset_samples(dataset, root)[:limit]
+    text = encode_text(model, labels.foreground, SEGMENTATION_TEMPLATES, tokenizer)  # once for the whole run
+
+    def predict(path: Path) -> np.ndarray:
+        return segment(model, path, labels, mode=mode, text_embeds=text).labels
+
+    key = {"dataset": dataset, "root": str(Path(root).resolve()), "mode": mode, "weights": weights,
+           "threshold": labels.threshold}  # fmt: skip
+    return run_evaluation(samples, predict, labels.class_names, out_dir, key, restart, progress)
+
+
+def json_metrics(metrics: dict[str, Any]) -> str:
+    """The metrics as JSON text (NaN as null)."""
+    return json.dumps(_json_safe(metrics), indent=2, sort_keys=True)

@@ -1,0 +1,93 @@
+"""Zero-shot classification and the prompt-ensembled class embeddings, on the shipped tiny checkpoint in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from groupvit_np import GroupViTModel
+from groupvit_np._resources import data_dir
+from groupvit_np.classify import classification_pixels, classify, encode_text
+from groupvit_np.datasets import CLASSIFICATION_TEMPLATES
+from groupvit_np.scenes import make_scene
+from groupvit_np.tokenizer import CLIPTokenizer
+
+
+@pytest.fixture(scope="module")
+def model():
+    return GroupViTModel.from_pretrained(data_dir("weights") / "groupvit-tiny-random", dtype="float64")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return CLIPTokenizer.from_pretrained()
+
+
+def image(height=300, width=410):
+    s = make_scene(11, size=256, objects=(2, 2), radius=(40, 60))
+    return np.asarray(Image.fromarray(s.image).resize((width, height), Image.Resampling.BICUBIC))
+
+
+def test_templates_are_clips_seven():
+    assert len(CLASSIFICATION_TEMPLATES) == 7 and "a origami {}." in CLASSIFICATION_TEMPLATES
+
+
+def test_encode_text_averages_unnormalised_features_then_normalises(model, tokenizer):
+    names, templates = ["cat", "red circle", "a very long name " * 30], CLASSIFICATION_TEMPLATES
+    got = np.asarray(encode_text(model, names, templates, tokenizer, batch_size=5))  # chunks straddle classes
+    for k, name in enumerate(names):
+        feats = []
+        for t in templates:  # one prompt at a time, no padding at all
+            enc = tokenizer([t.format(name)], truncation=True, return_tensors="np")
+            feats.append(np.asarray(model.get_text_features(enc["input_ids"], enc["attention_mask"]))[0])
+        mean = np.mean(feats, axis=0)
+        # float64; padding only adds masked positions after EOS, so the features agree to rounding
+        np.testing.assert_allclose(got[k], mean / np.linalg.norm(mean), rtol=0, atol=1e-12)
+    # averaging the normalised prompts instead gives another vector: the order matters
+    normed = [f / np.linalg.norm(f) for f in feats]
+    assert np.abs(got[-1] - np.mean(normed, axis=0) / np.linalg.norm(np.mean(normed, axis=0))).max() > 1e-6
+
+
+def test_encode_text_rejects_bad_templates(model, tokenizer):
+    with pytest.raises(ValueError, match="template"):
+        encode_text(model, ["cat"], ["a photo of a cat"], tokenizer)
+    with pytest.raises(ValueError, match="no class names"):
+        encode_text(model, [], ["{}"], tokenizer)
+
+
+def test_classify_is_softmax_of_the_models_logits(model, tokenizer):
+    labels = ["red circle", "blue square", "cat", "dog"]
+    ranked = classify(model, image(), labels, templates=["{}"], tokenizer=tokenizer)
+    assert sorted(k for k, _ in ranked) == sorted(labels)
+    probs = [p for _, p in ranked]
+    assert probs == sorted(probs, reverse=True)
+    np.testing.assert_allclose(sum(probs), 1.0, atol=1e-12)
+    # the same image through the model's own CLIP logits (single template: no averaging; s = 14.3 < 100)
+    enc = tokenizer(labels, padding=True, return_tensors="np")
+    logits = np.asarray(model(enc["input_ids"], classification_pixels(image()), enc["attention_mask"]).logits_per_image)
+    expected = np.exp(logits[0] - logits[0].max())
+    expected /= expected.sum()
+    # float64 both ways; ranked order and values from the same math
+    np.testing.assert_allclose([dict(ranked)[k] for k in labels], expected, rtol=0, atol=1e-12)
+
+
+def test_default_templates_and_precomputed_embeddings_agree(model, tokenizer):
+    labels = ["cat", "dog", "car"]
+    text = encode_text(model, labels, CLASSIFICATION_TEMPLATES, tokenizer)
+    a = classify(model, image(), labels, tokenizer=tokenizer)
+    b = classify(model, image(), labels, text_embeds=text)
+    assert a == b
+    with pytest.raises(ValueError, match="3 labels but 2"):
+        classify(model, image(), labels, text_embeds=text[:2])
+
+
+def test_classification_pixels_follow_torchvision_rules():
+    x = classification_pixels(image(300, 410))  # Resize(256): 256 x int(256*410/300) = 256 x 349, crop 224
+    assert x.shape == (1, 3, 224, 224) and x.dtype == np.float32
+    flat = np.zeros((256, 256, 3), dtype=np.uint8)
+    flat[...] = (255, 0, 128)
+    got = classification_pixels(flat)[0, :, 100, 100]
+    # (1 - 0.485)/0.229, (0 - 0.456)/0.224, (128/255 - 0.406)/0.225: a flat image is unchanged by the resize
+    np.testing.assert_allclose(got, [2.2489083, -2.0357141, 0.42649257], rtol=1e-6)
+    assert classification_pixels(np.zeros((3, 5, 3), dtype=np.uint8)).shape == (1, 3, 224, 224)  # upscaled
