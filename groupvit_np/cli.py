@@ -80,6 +80,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def _add_inference(sub: argparse._SubParsersAction) -> None:
     """segment, classify, evaluate (groupvit_np/commands.py)."""
     from .commands import add_commands
