@@ -78,19 +78,30 @@ def _tower_output(out: dict[str, Any], hidden: bool, attentions: bool) -> BaseMo
 
 
 def _load_params(
-    flat: dict[str, Any], expected: dict[str, tuple[int, ...]], dtype: str, xp: Any, device: Any, source: str
-) -> dict[str, Any]:
+    flat: dict[str, Any], expected: dict[str, tuple[int, ...]], dtype: str, xp: Any, device: Any, source: str,
+    storage_dtype: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Validate, cast each tensor to the compute dtype and move it to `device`, one tensor at a time.
 
-    Converting tensor by tensor (and dropping each host array once moved) keeps peak memory near one copy.
+    Converting tensor by tensor (and dropping each host array once moved) keeps peak memory near one copy; a
+    tensor already in the target dtype stays a view into the memory-mapped file. With `storage_dtype="float16"`
+    weight matrices are kept in half precision (products promote them to the compute dtype exactly, as a
+    widened copy would) while vectors and scalars, which enter elementwise math, take the compute dtype.
     """
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+    if storage_dtype not in (None, dtype, "float16"):
+        raise ValueError(f"storage_dtype must be None, {dtype!r} or 'float16', got {storage_dtype!r}")
+    if storage_dtype == "float16" and not hasattr(xp, "float16"):
+        raise ValueError(
+            f"storage_dtype='float16' needs a namespace with float16 (NumPy, CuPy); {xp.__name__} has none"
+        )
     W.validate(flat, expected, source)
-    target = getattr(xp, dtype)
     params = {}
     for key in expected:
-        params[key] = to_namespace(np.asarray(flat.pop(key), dtype=dtype), xp, dtype=target, device=device)
+        host = flat.pop(key)
+        keep = storage_dtype if storage_dtype and len(expected[key]) >= 2 else dtype
+        params[key] = to_namespace(np.asarray(host, dtype=keep), xp, dtype=getattr(xp, keep), device=device)
     return W.nest(params)
 
 
@@ -102,7 +113,8 @@ def _select(flat: dict[str, Any], prefix: str) -> dict[str, Any]:
 class _Base:
     def __init__(self, config: Any, params: dict[str, Any], xp: Any, device: Any = None):
         self.config, self.params, self.xp, self.device = config, params, xp, device
-        self.dtype = next(iter(_leaves(params))).dtype
+        # The compute dtype is the vectors' (matrices may be stored in half precision).
+        self.dtype = next(leaf.dtype for leaf in _leaves(params) if leaf.ndim == 1)
 
     def _ids(self, input_ids: Any, text_config: GroupViTTextConfig) -> Any:
         """Check token ids on the host, then move them: [..., L] -> [T, L] int64 in the model's namespace."""
@@ -179,12 +191,16 @@ class GroupViTModel(_Base):
     @classmethod
     def from_pretrained(
         cls, path: str | os.PathLike, dtype: str = "float32", xp: Any = None, device: Any = None,
-        revision: str | None = None,
+        revision: str | None = None, storage_dtype: str | None = None,
     ) -> GroupViTModel:  # fmt: skip
-        """Load a checkpoint folder, weights file, NVlabs .pth or Hub repo id; compute in `dtype` on `xp`/`device`."""
+        """Load a checkpoint folder, weights file, NVlabs .pth or Hub repo id; compute in `dtype` on `xp`/`device`.
+
+        `storage_dtype="float16"` keeps the weight matrices in half precision (half the memory; same results as
+        loading a float16 checkpoint in float32, a little slower).
+        """
         config, flat = _from_pretrained(path, revision)
         xp = resolve_xp(xp)
-        params = _load_params(flat, W.expected_shapes(config), dtype, xp, device, str(path))
+        params = _load_params(flat, W.expected_shapes(config), dtype, xp, device, str(path), storage_dtype)
         return cls(config, params, xp, device)
 
     def get_text_features(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None) -> Any:

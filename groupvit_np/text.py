@@ -43,7 +43,9 @@ def text_tower(
     t, length = input_ids.shape
     emb = p["embeddings"]
     table = emb["token_embedding"]["weight"]  # [V, D]
-    h = xp.reshape(xp.take(table, xp.reshape(input_ids, (-1,)), axis=0), (t, length, table.shape[1]))  # [T, L, D]
+    dtype = p["final_layer_norm"]["weight"].dtype  # the compute dtype (tables may be stored in half precision)
+    rows = xp.take(table, xp.reshape(input_ids, (-1,)), axis=0)  # [T*L, D]
+    h = xp.reshape(xp.astype(rows, dtype, copy=False), (t, length, table.shape[1]))  # [T, L, D]
     if position_ids is None:
         position_ids = xp.arange(length, device=array_device(input_ids))[None, :]  # [1, L]
     pos_table = emb["position_embedding"]["weight"]  # [max_pos, D]

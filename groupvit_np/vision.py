@@ -44,7 +44,8 @@ def vision_embeddings(
     table = p["position_embeddings"]  # [1, N0, D]
     if interpolate_pos_encoding:
         h, w = pixel_values.shape[2] // config.patch_size, pixel_values.shape[3] // config.patch_size
-        table = resize_position_table(table, h, w)  # [1, N, D]
+        xp = namespace(x)
+        table = resize_position_table(xp.astype(table, x.dtype, copy=False), h, w)  # [1, N, D], resampled in x's dtype
     return x + table
 
 

@@ -191,3 +191,22 @@ def test_text_features_ignore_padding_to_77(tiny):
     # get_text_features stops at the last EOS; causality makes that exact up to summation order.
     np.testing.assert_allclose(model.get_text_features(long_ids, long_mask), model.get_text_features(ids, mask),
                                rtol=0, atol=1e-12)  # fmt: skip
+
+
+def test_half_storage_gives_bitwise_the_same_float32_outputs():
+    d, inputs, _ = load_fixture("hf_tiny")  # the fixture's weights are float16 on disk
+    wide = GroupViTModel.from_pretrained(d, dtype="float32")
+    half = GroupViTModel.from_pretrained(d, dtype="float32", storage_dtype="float16")
+    assert half.params["visual_projection"][0]["weight"].dtype == np.float16
+    assert half.params["visual_projection"][0]["bias"].dtype == np.float32  # vectors take the compute dtype
+    kwargs = dict(output_segmentation=True, interpolate_pos_encoding=True, return_loss=True)
+    a, b = wide(**inputs, **kwargs), half(**inputs, **kwargs)
+    for key in ("loss", "logits_per_image", "segmentation_logits", "text_embeds", "image_embeds"):
+        # Products promote a float16 matrix to float32 exactly, so nothing changes.
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_half_storage_needs_a_namespace_with_float16():
+    xs = pytest.importorskip("array_api_strict")
+    with pytest.raises(ValueError, match="needs a namespace with float16"):
+        GroupViTModel.from_pretrained(FIXTURES / "model_hf_tiny", storage_dtype="float16", xp=xs)
