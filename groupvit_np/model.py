@@ -164,6 +164,22 @@ class _Base:
         return "float64" if self.dtype == self.xp.float64 else "float32"
 
 
+class _Tower(_Base):
+    """One tower loaded out of a full GroupViT checkpoint, as HF's tower models load."""
+
+    _tower: str
+    _shapes: Any
+
+    @classmethod
+    def from_pretrained(cls, path, dtype="float32", xp=None, device=None, revision=None, storage_dtype=None):
+        full, flat = _from_pretrained(path, revision)
+        xp, config = resolve_xp(xp), getattr(full, f"{cls._tower}_config")
+        expected = dict(cls._shapes(config))
+        params = _load_params(_select(flat, f"{cls._tower}_model"), expected, dtype, xp, device, str(path),
+                              storage_dtype)  # fmt: skip
+        return cls(config, params, xp, device)
+
+
 def _leaves(tree: Any):
     if isinstance(tree, dict):
         for v in tree.values():
@@ -276,18 +292,12 @@ class GroupViTModel(_Base):
         return out if return_dict else out.to_tuple()
 
 
-class GroupViTTextModel(_Base):
+class GroupViTTextModel(_Tower):
     """The text tower alone (transformers' `GroupViTTextModel`), loadable from a full GroupViT checkpoint."""
 
     config: GroupViTTextConfig
 
-    @classmethod
-    def from_pretrained(cls, path, dtype="float32", xp=None, device=None, revision=None) -> GroupViTTextModel:
-        full, flat = _from_pretrained(path, revision)
-        xp = resolve_xp(xp)
-        expected = dict(W.text_shapes(full.text_config))
-        params = _load_params(_select(flat, "text_model"), expected, dtype, xp, device, str(path))
-        return cls(full.text_config, params, xp, device)
+    _tower, _shapes = "text", staticmethod(W.text_shapes)
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, output_attentions=False,
                  output_hidden_states=False, return_dict=True):  # fmt: skip
@@ -299,18 +309,12 @@ class GroupViTTextModel(_Base):
         return result if return_dict else result.to_tuple()
 
 
-class GroupViTVisionModel(_Base):
+class GroupViTVisionModel(_Tower):
     """The grouping vision tower alone (transformers' `GroupViTVisionModel`)."""
 
     config: GroupViTVisionConfig
 
-    @classmethod
-    def from_pretrained(cls, path, dtype="float32", xp=None, device=None, revision=None) -> GroupViTVisionModel:
-        full, flat = _from_pretrained(path, revision)
-        xp = resolve_xp(xp)
-        expected = dict(W.vision_shapes(full.vision_config))
-        params = _load_params(_select(flat, "vision_model"), expected, dtype, xp, device, str(path))
-        return cls(full.vision_config, params, xp, device)
+    _tower, _shapes = "vision", staticmethod(W.vision_shapes)
 
     def __call__(self, pixel_values, output_attentions=False, output_hidden_states=False, return_dict=True,
                  gumbel_noise=None, interpolate_pos_encoding=False):  # fmt: skip
