@@ -1,0 +1,131 @@
+"""Execute the walkthrough notebooks (jupytext `py:percent` sources) and write them as .ipynb with outputs.
+
+    python tools/build_notebooks.py                 # every notebooks/NN_*.py -> notebooks/NN_*.ipynb
+    python tools/build_notebooks.py 03_grouping     # only the named ones (file stem, or a prefix like 03)
+    python tools/build_notebooks.py --check         # execute, write nothing; exit 1 if any cell fails
+    GROUPVIT_WEIGHTS=/path/to/groupvit-gcc-yfcc python tools/build_notebooks.py --out /tmp/nb   # other weights
+
+Needs the `notebooks` extra (jupytext, nbclient, ipykernel, matplotlib). Each notebook runs top to bottom in a
+fresh kernel started in notebooks/, with this repository first on PYTHONPATH; a failing cell stops the build and
+nothing is written for that notebook. Files are written atomically (temporary file, then rename), without timing
+metadata, so a rebuild with unchanged results changes nothing. GROUPVIT_WEIGHTS picks other weights (see
+notebooks/_common.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+SIZE_WARNING = 1_000_000  # bytes: an executed notebook larger than this has too many or too large figures
+
+
+def sources(names: list[str] | None = None) -> list[Path]:
+    """The notebook sources, in reading order, optionally only those whose stem starts with one of `names`."""
+    found = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+    if not names:
+        return found
+    picked = [p for p in found if any(p.stem.startswith(n.removesuffix(".py")) for n in names)]
+    if not picked:
+        raise SystemExit(f"no notebook matches {names}; have {[p.stem for p in found]}")
+    return picked
+
+
+def kernel_env() -> dict[str, str]:
+    """The kernel's environment: this interpreter first on PATH, the repository first on PYTHONPATH, Agg plots."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("OMP_NUM_THREADS", "2")  # the notebooks are small; be kind to shared machines
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+def execute(source: Path, timeout: int = 300):
+    """Read a py:percent source and run it in a fresh python3 kernel; returns (executed notebook, seconds)."""
+    import jupytext
+    from nbclient import NotebookClient
+
+    nb = jupytext.read(source)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    for i, cell in enumerate(nb.cells):  # jupytext draws random cell ids; fixed ones keep rebuilds identical
+        cell["id"] = f"cell-{i}"
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        record_timing=False,  # no timestamps: rebuilding with the same results gives the same file
+        resources={"metadata": {"path": str(source.parent)}},
+    )
+    start = time.perf_counter()
+    client.execute(env=kernel_env())
+    return nb, time.perf_counter() - start
+
+
+def plain(text: str) -> str:
+    """A kernel traceback without its terminal colour codes."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def write_atomic(nb, target: Path) -> int:
+    """Write the notebook through a temporary file and a rename; returns its size in bytes."""
+    import nbformat
+
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            nbformat.write(nb, f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target.stat().st_size
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help="notebook stems or prefixes (default: all)")
+    parser.add_argument("--check", action="store_true", help="execute only; write nothing")
+    parser.add_argument("--timeout", type=int, default=300, help="seconds allowed per cell")
+    parser.add_argument("--out", type=Path, help="write the .ipynb files here instead of notebooks/")
+    args = parser.parse_args(argv)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        from nbclient.exceptions import CellExecutionError
+    except ImportError:
+        print("build_notebooks needs the notebooks extra: pip install -e '.[notebooks]'", file=sys.stderr)
+        return 2
+    failed = []
+    for source in sources(args.names):
+        try:
+            nb, seconds = execute(source, args.timeout)
+        except CellExecutionError as err:
+            print(f"FAIL {source.name}\n{plain(str(err))}", file=sys.stderr)
+            failed.append(source.name)
+            continue
+        if args.check:
+            print(f"ok   {source.name}: {seconds:.1f} s")
+            continue
+        target = (args.out or source.parent) / f"{source.stem}.ipynb"
+        size = write_atomic(nb, target)
+        note = "  (over 1 MB: shrink the figures)" if size > SIZE_WARNING else ""
+        print(f"ok   {source.name} -> {target}: {seconds:.1f} s, {size / 1e3:.0f} kB{note}")
+    if failed:
+        print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
