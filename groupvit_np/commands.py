@@ -59,28 +59,63 @@ def default_weights() -> Path:
     raise UserError(f"no shipped checkpoint in {root}; {HOW_TO_GET}")
 
 
-def load_model(args: argparse.Namespace) -> Any:
-    from .model import GroupViTModel
-
+def checkpoint_folder(args: argparse.Namespace) -> Path:
+    """The local folder (or weights file) behind --weights: a path as given, a Hub repo id resolved through the
+    local cache (downloading only when the `hub` extra is installed and the network allows)."""
     source = args.weights or str(default_weights())
     if not args.weights and Path(source).name == "groupvit-tiny-random":
         print(f"note: using the shipped tiny *random* checkpoint, whose outputs are noise; {HOW_TO_GET}",
               file=sys.stderr)  # fmt: skip
+    path = Path(source)
+    if path.exists() or source.count("/") != 1 or source.startswith((".", "/")):
+        return path
+    from .hub import resolve_repo
+
     try:
-        return GroupViTModel.from_pretrained(source, xp=args.backend, revision=args.revision)
-    except ImportError as e:  # CuPy or huggingface_hub missing: the message says what to install
+        return resolve_repo(source, args.revision)
+    except ImportError as e:
+        raise UserError(str(e)) from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot get weights {source!r}: {_first_line(e)}; {HOW_TO_GET}") from None
+
+
+def load_model(args: argparse.Namespace) -> tuple[Any, Path]:
+    """The model and the folder it came from (which may hold its own tokenizer and inference settings)."""
+    from .model import GroupViTModel
+
+    source = checkpoint_folder(args)
+    try:
+        model = GroupViTModel.from_pretrained(source, xp=args.backend)
+    except ImportError as e:  # CuPy missing: the message says what to install
         raise UserError(str(e)) from None
     except (OSError, ValueError) as e:  # CheckpointError is a ValueError
-        raise UserError(f"cannot load weights {source!r}: {_first_line(e)}; {HOW_TO_GET}") from None
+        raise UserError(f"cannot load weights {str(source)!r}: {_first_line(e)}; {HOW_TO_GET}") from None
+    return model, source if source.is_dir() else source.parent
 
 
-def load_tokenizer() -> Any:
+def load_tokenizer(folder: Path | None = None) -> Any:
+    """The checkpoint folder's own tokenizer files when it has them (the demo model's word vocabulary), else CLIP's."""
     from .classify import default_tokenizer
+    from .tokenizer import CLIPTokenizer
 
     try:
+        if folder is not None and (folder / "vocab.json").is_file():
+            return CLIPTokenizer.from_pretrained(folder)
         return default_tokenizer()
-    except (OSError, ImportError) as e:
-        raise UserError(f"cannot load the CLIP tokenizer: {_first_line(e)}") from None
+    except (OSError, ImportError, ValueError) as e:
+        raise UserError(f"cannot load the tokenizer: {_first_line(e)}") from None
+
+
+def inference_defaults(folder: Path) -> dict[str, Any]:
+    """A checkpoint's own inference settings (`segmentation.json`: prompt templates, background thresholds, image
+    size), used where no flag overrides them. The released GroupViT checkpoints have none: the original's apply."""
+    path = folder / "segmentation.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path}: {_first_line(e)}") from None
 
 
 def read_image(path: str) -> Any:
@@ -145,8 +180,18 @@ def run_segment(args: argparse.Namespace) -> int:
     for path in args.images:  # fail fast on a typo, before loading anything
         if not Path(path).is_file():
             raise UserError(f"no such image file: {path}")
-    model, tokenizer = load_model(args), load_tokenizer()
-    templates = args.template or ["a photo of a {}."]
+    model, folder = load_model(args)
+    tokenizer, defaults = load_tokenizer(folder), inference_defaults(folder)
+    templates = args.template or defaults.get("templates") or ["a photo of a {}."]
+    if args.threshold is None and not args.dataset and "threshold_original" in defaults:
+        ls = ls.with_threshold(defaults["threshold_original"])
+    size = defaults.get("image_size")
+    sizes = {"short_side": size, "long_side": size, "crop": size} if size else {}
+    processor = None
+    if (folder / "preprocessor_config.json").is_file():
+        from .image import CLIPImageProcessor
+
+        processor = CLIPImageProcessor.from_pretrained(folder)
     try:
         text = encode_text(model, ls.foreground, templates, tokenizer)
     except ValueError as e:
@@ -157,9 +202,9 @@ def run_segment(args: argparse.Namespace) -> int:
         try:
             rgb = read_image(path)
             if args.hf:
-                res = hf_segment(model, rgb, ls, text_embeds=text)
+                res = hf_segment(model, rgb, ls, text_embeds=text, processor=processor)
             else:
-                res = segment(model, rgb, ls, mode=args.mode, text_embeds=text)
+                res = segment(model, rgb, ls, mode=args.mode, text_embeds=text, **sizes)
             files = save_segmentation(rgb, res, ls.palette, args.out, stem)
         except (UserError, ValueError, OSError) as e:  # ValueError: e.g. too thin to hold a patch once resized
             print(f"{PROG} segment: error: {e if isinstance(e, UserError) else f'{path}: {e}'}", file=sys.stderr)
@@ -208,9 +253,11 @@ def run_classify(args: argparse.Namespace) -> int:
     for path in args.images:
         if not Path(path).is_file():
             raise UserError(f"no such image file: {path}")
-    model, tokenizer = load_model(args), load_tokenizer()
+    model, folder = load_model(args)
+    tokenizer, defaults = load_tokenizer(folder), inference_defaults(folder)
     try:
-        text = encode_text(model, labels, args.template or CLASSIFICATION_TEMPLATES, tokenizer)
+        text = encode_text(model, labels, args.template or defaults.get("templates") or CLASSIFICATION_TEMPLATES,
+                           tokenizer)  # fmt: skip
     except ValueError as e:
         raise UserError(str(e)) from None
     results = []
@@ -249,7 +296,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         dataset_samples(args.dataset, args.data_root)  # check the layout before loading a model
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
-    model, tokenizer = load_model(args), load_tokenizer()
+    model, folder = load_model(args)
+    tokenizer = load_tokenizer(folder)
     weights = args.weights or str(default_weights())  # part of the run's identity in the state file
     try:
         metrics = evaluate(model, args.dataset, args.data_root, args.out, mode=args.mode, limit=args.limit,

@@ -202,10 +202,16 @@ def _legend_rows(legend: dict[str, tuple[int, ...]], font, size: int, width: int
     return rows + [row] if row else rows
 
 
-def display_size(height: int, width: int, longest: int = 1600) -> tuple[int, int]:
-    """The size pictures are drawn at: the input's, or smaller so that the long side is at most `longest`."""
-    scale = min(1.0, longest / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
+def display_size(height: int, width: int, longest: int = 1600, shortest: int = 256) -> tuple[int, int]:
+    """The size pictures are drawn at: the input's, smaller so that the long side is at most `longest`, or, for
+    tiny inputs (the demo's 64 px scenes), a whole multiple large enough to read the names on."""
+    if max(height, width) > longest:
+        scale = longest / max(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+    factor = max(1, -(-shortest // min(height, width)))  # ceil, so pixels stay square blocks
+    while factor > 1 and max(height, width) * factor > longest:
+        factor -= 1
+    return height * factor, width * factor
 
 
 def save_segmentation(image: np.ndarray, result, palette: np.ndarray, out_dir: str | os.PathLike, stem: str):
@@ -219,8 +225,9 @@ def save_segmentation(image: np.ndarray, result, palette: np.ndarray, out_dir: s
     paths["labels"] = save_png(label_png(result.labels, palette), out / f"{stem}_labels.png")
     h, w = display_size(*result.labels.shape)
     labels = result.labels
-    if (h, w) != labels.shape:  # a photo of many megapixels: draw the pictures smaller
-        image = np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.LANCZOS))
+    if (h, w) != labels.shape:  # many megapixels: draw smaller; a tiny scene: draw its pixels as blocks
+        smooth = Image.Resampling.LANCZOS if h < labels.shape[0] else Image.Resampling.NEAREST
+        image = np.asarray(Image.fromarray(image).resize((w, h), smooth))
         labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST))
     over = overlay(image, labels.astype(np.int64), palette, result.class_names, result.background)
     paths["overlay"] = save_png(over, out / f"{stem}_overlay.png")

@@ -126,3 +126,4 @@ def test_save_segmentation_draws_big_photos_smaller(tmp_path):
     for kind in ("overlay", "groups1", "groups2"):
         assert Image.open(paths[kind]).size == (1600, 1360)  # pictures: long side capped at 1600
     assert display_size(300, 500) == (300, 500)
+    assert display_size(64, 64) == (256, 256)  # tiny scenes are drawn as 4x4-pixel blocks, readable

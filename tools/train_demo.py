@@ -1,0 +1,369 @@
+"""Train the small demo GroupViT on procedural scenes (`groupvit_np.scenes`) with Hugging Face's GroupViTModel.
+
+    python tools/train_demo.py --out /tmp/demo       # the shipped recipe, all defaults (about an hour on one thread)
+    python tools/train_demo.py --out /tmp/smoke --smoke   # seconds: 10 steps of batch 16
+
+See docs/demo-training.md for the recipe and the experiments behind it.
+
+The model trains in train mode (Gumbel hard assignment, BatchNorm batch statistics) on a single CPU thread and is
+saved with `save_pretrained(safe_serialization=True)` plus the tiny word-level tokenizer (CLIP BPE file format)
+and a preprocessor config. Everything is a function of `--seed`: weights, scene seeds, Gumbel noise.
+Losses (weights on the command line):
+- `clip`: GroupViT's symmetric image-caption InfoNCE; identical captions in a batch are shared positives.
+- `multi`: the multi-label phrase loss: the pooled image against each object phrase ("a red circle").
+- `pixel` (default on): each final group softly picks one of the 16 phrases or "nothing" (a learned constant
+  logit); the soft pixel -> group maps carry that choice to every image token; a phrase counts as present through
+  its best 5% of tokens, "nothing" through the best half. Binary cross-entropy against the caption's phrases plus
+  "background is present". This is the training-time twin of HF-style segmentation.
+- `group` (off by default): the same choice, but presence = max over groups, ignoring how many tokens a group has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from groupvit_np.scenes import CLASS_NAMES, EXAMPLE_SEED, SEED_RANGES, WORDS, class_prompt, make_scene, make_scenes  # noqa: E402
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MAX_TEXT = 16  # longest caption: 3 phrases + 2 "and" + bos/eos = 13 tokens
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokenizer files: CLIP's BPE format with a vocabulary of ten words.
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """CLIP/GPT-2's byte -> printable character table (the 256 base symbols, in CLIP's order)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs], strict=True))
+
+
+def tokenizer_files(words=WORDS) -> tuple[dict[str, int], list[str]]:
+    """vocab.json and merges.txt contents: 256 bytes, 256 bytes + "</w>", one merge per word suffix, specials.
+
+    Each word is built right to left ("e d</w>" -> "ed</w>", "r ed</w>" -> "red</w>"), so at any time the only
+    mergeable pair in a word is the one touching its "</w>" token and BPE must end at the whole word.
+    """
+    symbols = list(bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols]
+    merges: list[str] = []
+    for word in words:
+        tail = word[-1] + "</w>"
+        for ch in reversed(word[:-1]):
+            merge = f"{ch} {tail}"
+            tail = ch + tail
+            if merge not in merges:
+                merges.append(merge)
+                vocab.append(tail)
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return {tok: i for i, tok in enumerate(vocab)}, merges
+
+
+def write_tokenizer(folder: Path):
+    """Write vocab.json + merges.txt and let HF's CLIPTokenizer add its config files; return the tokenizer."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = tokenizer_files()
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_atomic(folder / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+    _write_atomic(folder / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
+    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=MAX_TEXT)
+    tok.save_pretrained(str(folder))
+    for word in WORDS:  # each caption word must be one token
+        assert tok(word)["input_ids"] == [vocab["<|startoftext|>"], vocab[word + "</w>"], vocab["<|endoftext|>"]]
+    return tok
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_preprocessor(folder: Path, size: int) -> None:
+    """A CLIPImageProcessor config for size x size inputs (our scenes pass through unresized)."""
+    cfg = {
+        "image_processor_type": "CLIPImageProcessor",
+        "processor_class": "CLIPProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": size},
+        "resample": 3,
+        "do_center_crop": True,
+        "crop_size": {"height": size, "width": size},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(CLIP_MEAN),
+        "image_std": list(CLIP_STD),
+        "do_convert_rgb": True,
+    }
+    _write_atomic(folder / "preprocessor_config.json", json.dumps(cfg, indent=2) + "\n")
+
+
+def write_example(folder: Path, size: int) -> None:
+    """example.png: the held-out scene EXAMPLE_SEED at the model's input size (what the README segments)."""
+    from PIL import Image
+
+    tmp = folder / "example.tmp.png"
+    Image.fromarray(make_scene(EXAMPLE_SEED, size=size).image).save(tmp)
+    os.replace(tmp, folder / "example.png")
+
+
+def pixel_values(images: np.ndarray):
+    """[B, H, W, 3] uint8 -> [B, 3, H, W] float32 torch tensor, CLIP-normalised."""
+    import torch
+
+    x = (images.astype(np.float32) / 255.0 - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+class TextCache:
+    """Tokenise once per distinct string: (ids, mask) torch tensors padded with <|endoftext|> to MAX_TEXT."""
+
+    def __init__(self, tok):
+        self.tok, self.memo = tok, {}
+
+    def __call__(self, texts):
+        import torch
+
+        for t in texts:
+            if t not in self.memo:
+                self.memo[t] = self.tok(t, padding="max_length", max_length=MAX_TEXT)
+        ids = torch.tensor([self.memo[t]["input_ids"] for t in texts])
+        mask = torch.tensor([self.memo[t]["attention_mask"] for t in texts])
+        return ids, mask
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model.
+
+
+def build_config(args, vocab_size: int, bos: int, eos: int):
+    from transformers import GroupViTConfig
+
+    text = dict(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=MAX_TEXT, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos,
+    )  # fmt: skip
+    groups = [int(g) for g in args.groups.split(",")]
+    vision = dict(
+        hidden_size=96, intermediate_size=384, depths=[int(d) for d in args.depths.split(",")],
+        num_hidden_layers=sum(int(d) for d in args.depths.split(",")), num_group_tokens=groups[:2] + [0],
+        num_output_groups=groups + [groups[-1]], num_attention_heads=4, image_size=args.size,
+        patch_size=args.patch,
+    )  # fmt: skip
+    return GroupViTConfig(text_config=text, vision_config=vision, projection_dim=64, projection_intermediate_dim=256)
+
+
+def build_model(config, init: str, seed: int):
+    import torch
+    from transformers import GroupViTModel
+
+    torch.manual_seed(seed)
+    model = GroupViTModel(config)
+    if init == "original":  # HF leaves group tokens and the position table at zero; the original draws them
+        with torch.no_grad():
+            torch.nn.init.trunc_normal_(model.vision_model.embeddings.position_embeddings, std=0.02)
+            for stage in model.vision_model.encoder.stages:
+                if stage.group_token is not None:
+                    torch.nn.init.trunc_normal_(stage.group_token, std=0.02)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Losses.
+
+
+def soft_ce(logits, targets):
+    """Cross-entropy against row-stochastic targets, averaged over rows."""
+    return -(targets * logits.log_softmax(-1)).sum(-1).mean()
+
+
+def losses(model, extra, images, scenes, texts: TextCache, weights):
+    """The weighted training losses for one batch (see the module docstring); returns (total, dict of floats)."""
+    import torch
+    import torch.nn.functional as F
+
+    b = len(scenes)
+    vis = model.vision_model(pixel_values=images, output_attentions=bool(weights["pixel"]))
+    groups = vis.last_hidden_state  # [B, S, D], after the final LayerNorm
+    s_out = groups.shape[1]
+    # one projection call for pooled and per-group features so BatchNorm sees both (both are used at inference)
+    proj = model.visual_projection(torch.cat([vis.pooler_output, groups.reshape(b * s_out, -1)]))
+    img = F.normalize(proj[:b], dim=-1)  # [B, P]
+    grp = F.normalize(proj[b:], dim=-1).reshape(b, s_out, -1)  # [B, S, P]
+
+    prompts = [class_prompt(k + 1) for k in range(len(CLASS_NAMES))]
+    ids, mask = texts([s.caption for s in scenes] + prompts)
+    txt = model.text_model(input_ids=ids, attention_mask=mask).pooler_output
+    txt = F.normalize(model.text_projection(txt), dim=-1)
+    cap, cls = txt[:b], txt[b:]  # [B, P], [C, P]
+
+    present = torch.zeros(b, len(prompts))  # [B, C] multi-hot
+    for i, s in enumerate(scenes):
+        present[i, [k - 1 for k in s.class_ids]] = 1.0
+    same = torch.tensor([[a.caption == c.caption for c in scenes] for a in scenes], dtype=torch.float32)
+
+    scale = model.logit_scale.clamp(max=math.log(100)).exp()
+    logits = scale * img @ cap.T  # [B, B]; identical captions are shared positives
+    parts = {"clip": 0.5 * (soft_ce(logits, same / same.sum(1, keepdim=True)) + soft_ce(logits.T, same / same.sum(0)))}
+
+    if weights["multi"]:  # pooled image vs the phrase of every object (GroupViT's multi-label loss, shared prompts)
+        ml = extra["multi_scale"].clamp(max=math.log(100)).exp() * img @ cls.T  # [B, C]
+        keep = present.sum(0) > 0
+        parts["multi"] = 0.5 * (
+            soft_ce(ml, present / present.sum(1, keepdim=True))
+            + soft_ce(ml.T[keep], (present.T / present.sum(0, keepdim=True).T)[keep])
+        )
+    if weights["group"]:  # each group picks one phrase or "nothing"; presence = max over groups
+        gl = extra["group_scale"].clamp(max=math.log(100)).exp() * grp @ cls.T  # [B, S, C]
+        gl = torch.cat([gl, extra["group_bg"].expand(b, s_out, 1)], dim=-1)  # [B, S, C+1]
+        prob = gl.softmax(-1).amax(1).clamp(1e-6, 1 - 1e-6)  # [B, C+1]
+        if not weights["bg_present"]:  # optionally every scene also has background: some group must pick "nothing"
+            prob = prob[:, :-1]
+        target = torch.cat([present, torch.ones(b, 1)], dim=1)[:, : prob.shape[1]]
+        parts["group"] = F.binary_cross_entropy(prob, target)
+    if weights["pixel"]:  # the same choice seen through the soft pixel -> group maps (what segmentation uses)
+        gl = extra["group_scale"].clamp(max=math.log(100)).exp() * grp @ cls.T  # [B, S, C]
+        choice = torch.cat([gl, extra["group_bg"].expand(b, s_out, 1)], dim=-1).softmax(-1)  # [B, S, C+1]
+        att = vis.attentions[0].transpose(1, 2)  # [B, N, S0]: soft maps, columns sum to 1 over groups
+        for a in vis.attentions[1:]:
+            att = att @ a.transpose(1, 2)  # [B, N, S]
+        q = att @ choice  # [B, N, C+1]: each token's class distribution through its groups
+        n_tok = q.shape[1]
+        obj = q[..., :-1].topk(max(1, n_tok // 20), dim=1).values.mean(1)  # [B, C]: an object covers >= 5% of tokens
+        bg = q[..., -1].topk(n_tok // 2, dim=1).values.mean(1, keepdim=True)  # [B, 1]: >= half is background
+        prob = torch.cat([obj, bg], dim=1).clamp(1e-6, 1 - 1e-6)
+        parts["pixel"] = F.binary_cross_entropy(prob, torch.cat([present, torch.ones(b, 1)], dim=1))
+    total = sum(weights[k] * v for k, v in parts.items())
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training loop.
+
+
+def texture_at(step: int, args, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Curriculum: the stripe strength ceiling rises from 0 to 1 over the first `--curriculum` of the steps."""
+    ceiling = 1.0 if args.curriculum <= 0 else min(1.0, step / (args.curriculum * args.steps))
+    return np.minimum(1.0, ceiling * rng.uniform(0, 1.25, size=n))
+
+
+def train(args) -> Path:
+    import torch
+    from tqdm import tqdm
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = write_tokenizer(out)
+    texts = TextCache(tok)
+    vocab = tok.get_vocab()
+    config = build_config(args, len(vocab), vocab["<|startoftext|>"], vocab["<|endoftext|>"])
+    model = build_model(config, args.init, args.seed)
+    extra = torch.nn.ParameterDict({
+        "multi_scale": torch.nn.Parameter(torch.tensor(math.log(1 / 0.07))),
+        "group_scale": torch.nn.Parameter(torch.tensor(math.log(1 / 0.07))),
+        "group_bg": torch.nn.Parameter(torch.tensor(0.0)),
+    })  # fmt: skip
+    weights = {
+        "clip": 1.0,
+        "multi": args.multi,
+        "group": args.group,
+        "bg_present": args.bg_present,
+        "pixel": args.pixel,
+    }
+
+    def decays(name, p):  # no weight decay on norms, biases, group tokens and position tables
+        return p.ndim >= 2 and "group_token" not in name and "position" not in name
+
+    decay = [p for n, p in model.named_parameters() if decays(n, p)]
+    other = [p for n, p in model.named_parameters() if not decays(n, p)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": other + list(extra.values()), "weight_decay": 0.0}],
+        lr=args.lr,
+    )
+    warm = max(1, args.steps // 20)
+
+    def lr_factor(s):  # linear warm-up over 5% of the steps, cosine decay to 2%
+        return min(1.0, (s + 1) / warm) * (0.02 + 0.49 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    rng = np.random.default_rng(args.seed)  # textures for the curriculum
+    model.train()
+    log = open(out / "train_log.jsonl", "w", encoding="utf-8")
+    log.write(json.dumps({"args": vars(args)}) + "\n")
+    start = time.time()
+    bar = tqdm(range(args.steps), desc="train", mininterval=10, file=sys.stderr)
+    for step in bar:
+        seeds = SEED_RANGES["train"] + args.seed * 1_000_000 + step * args.batch + np.arange(args.batch)
+        tex = texture_at(step, args, rng, args.batch)
+        scenes = [make_scenes([sd], size=args.size, radius=tuple(args.radius), texture=float(t))[2][0]
+                  for sd, t in zip(seeds, tex, strict=True)]  # fmt: skip
+        images = pixel_values(np.stack([s.image for s in scenes]))
+        loss, parts = losses(model, extra, images, scenes, texts, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(extra.values()), 5.0)
+        opt.step()
+        sched.step()
+        if step % 25 == 0 or step == args.steps - 1:
+            rec = {"step": step, "loss": float(loss.detach()), **parts, "lr": sched.get_last_lr()[0],
+                   "scale": float(model.logit_scale.detach().exp()), "texture_max": float(tex.max()),
+                   "time": round(time.time() - start, 1)}  # fmt: skip
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", **{k: f"{v:.3f}" for k, v in parts.items()})
+    log.close()
+    model.eval()
+    model.save_pretrained(str(out), safe_serialization=True)
+    write_preprocessor(out, args.size)
+    write_example(out, args.size)
+    print(f"saved {out} after {time.time() - start:.0f} s", file=sys.stderr)
+    return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="folder for the checkpoint, tokenizer and train_log.jsonl")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--patch", type=int, default=8)
+    p.add_argument("--depths", default="2,2,1")
+    p.add_argument("--groups", default="16,4", help="output groups of stage 0 and 1 (the final stage keeps the last)")
+    p.add_argument("--radius", type=float, nargs=2, default=(8.0, 14.0))
+    p.add_argument("--init", choices=("hf", "original"), default="original")
+    p.add_argument("--multi", type=float, default=1.0, help="weight of the multi-label phrase loss (0 = off)")
+    p.add_argument("--group", type=float, default=0.0, help="weight of the group multiple-instance loss (0 = off)")
+    p.add_argument("--pixel", type=float, default=1.0, help="weight of the token-level (pixel) MIL loss (0 = off)")
+    p.add_argument("--bg-present", type=int, default=1, help="group loss also asks one group to pick 'nothing'")
+    p.add_argument("--curriculum", type=float, default=0.3, help="fraction of steps over which stripes ramp in")
+    p.add_argument("--smoke", action="store_true", help="a cheap check: 10 steps of batch 16")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.steps, args.batch = 10, 16
+    return args
+
+
+if __name__ == "__main__":
+    train(parse_args())
