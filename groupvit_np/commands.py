@@ -362,7 +362,12 @@ def add_commands(subparsers: Any) -> None:
         action="store_true",
         help="Hugging Face's segmentation_logits on its 224 centre crop instead of the original method",
     )
-    seg.add_argument("--threshold", type=float, help="background threshold (default: the dataset's, 0.95 custom)")
+    seg.add_argument(
+        "--threshold",
+        type=float,
+        help="background threshold (default: the dataset's; for --labels the checkpoint's "
+        "segmentation.json, else 0.95)",
+    )
     seg.add_argument("--no-background", action="store_true", help="never label pixels as background")
     _common(seg, "groupvit-out", "folder for the pictures (default: groupvit-out)")
     seg.set_defaults(run=run_segment, command_name="segment")
