@@ -13,7 +13,18 @@ import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 from array_api_compat import device as array_device
 
-__all__ = ["namespace", "array_device", "to_namespace", "to_numpy", "resolve_xp", "elementwise_chunk", "FLOAT_DTYPES"]
+__all__ = [
+    "namespace",
+    "array_device",
+    "to_namespace",
+    "to_numpy",
+    "host_array",
+    "is_host",
+    "is_integer_array",
+    "resolve_xp",
+    "elementwise_chunk",
+    "FLOAT_DTYPES",
+]
 
 FLOAT_DTYPES = ("float32", "float64")
 
@@ -53,20 +64,36 @@ def elementwise_chunk(xp: Any) -> int | None:
 def to_namespace(a: Any, xp: Any, *, dtype: Any = None, device: Any = None) -> Any:
     """Move a host array (NumPy or nested lists) into namespace `xp` on `device`, optionally casting.
 
-    This is the explicit host -> device crossing used when loading parameters and taking user inputs.
+    This is the explicit host -> device crossing used when loading parameters and taking user inputs. `dtype` is
+    a dtype of `xp` or its name; host data is cast on the host first, so a namespace never sees a dtype it lacks
+    (the Array API has no float16) and a device never receives a copy that is cast again.
     """
+    if isinstance(dtype, str):
+        name, dtype = dtype, getattr(xp, dtype)
+    else:
+        name = None
     if is_array_api_obj(a) and not isinstance(a, np.ndarray):
         out = a if device is None else xp.asarray(a, device=device)
     else:
-        host = np.asarray(a)
-        if xp.__name__.startswith("array_api_strict"):
-            # array_api_strict accepts NumPy arrays through asarray; it refuses host conversion the other way.
-            out = xp.asarray(host, device=device)
-        else:
-            out = xp.asarray(host, device=device) if device is not None else xp.asarray(host)
+        host = np.asarray(a, dtype=name)
+        out = xp.asarray(host, device=device) if device is not None else xp.asarray(host)
     if dtype is not None and out.dtype != dtype:
         out = xp.astype(out, dtype)
     return out
+
+
+def is_host(a: Any) -> bool:
+    """Whether `a` is host data (a NumPy array or nested lists) rather than an array of a device namespace."""
+    return isinstance(a, np.ndarray | list | tuple)
+
+
+def host_array(a: Any) -> np.ndarray:
+    """Any input (an array of any namespace, nested lists) as host NumPy: the facade checks inputs there."""
+    return to_numpy(a) if is_array_api_obj(a) else np.asarray(a)
+
+
+def is_integer_array(a: np.ndarray) -> bool:
+    return a.dtype != object and bool(np.issubdtype(a.dtype, np.integer))
 
 
 def to_numpy(a: Any) -> np.ndarray:

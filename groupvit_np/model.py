@@ -12,10 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-import numpy as np
-
 from . import weights as W
-from .backend import FLOAT_DTYPES, namespace, resolve_xp, to_namespace, to_numpy
+from .backend import FLOAT_DTYPES, host_array, is_host, is_integer_array, namespace, resolve_xp, to_namespace
 from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
 from .heads import (
     contrastive_logits,
@@ -101,7 +99,7 @@ def _load_params(
     for key in expected:
         host = flat.pop(key)
         keep = storage_dtype if storage_dtype and len(expected[key]) >= 2 else dtype
-        params[key] = to_namespace(np.asarray(host, dtype=keep), xp, dtype=getattr(xp, keep), device=device)
+        params[key] = to_namespace(host, xp, dtype=keep, device=device)
     return W.nest(params)
 
 
@@ -118,8 +116,8 @@ class _Base:
 
     def _ids(self, input_ids: Any, text_config: GroupViTTextConfig) -> Any:
         """Check token ids on the host, then move them: [..., L] -> [T, L] int64 in the model's namespace."""
-        ids = to_numpy(input_ids) if hasattr(input_ids, "shape") else np.asarray(input_ids)
-        if ids.dtype == object or not np.issubdtype(ids.dtype, np.integer) or ids.ndim < 1:
+        ids = host_array(input_ids)
+        if not is_integer_array(ids) or ids.ndim < 1:
             raise ValueError(f"input_ids must be an integer array of shape [T, L], got {ids.dtype} {ids.shape}")
         ids = ids.reshape(-1, ids.shape[-1])
         if ids.shape[-1] > text_config.max_position_embeddings:
@@ -129,19 +127,19 @@ class _Base:
             )
         if ids.size and (ids.min() < 0 or ids.max() >= text_config.vocab_size):
             raise ValueError(f"input_ids must lie in [0, {text_config.vocab_size}), got [{ids.min()}, {ids.max()}]")
-        return to_namespace(ids.astype(np.int64), self.xp, device=self.device)
+        return to_namespace(ids, self.xp, dtype="int64", device=self.device)
 
     def _mask(self, mask: Any, ids: Any) -> Any:
         if mask is None:
             return None
-        m = to_numpy(mask) if hasattr(mask, "shape") else np.asarray(mask)
+        m = host_array(mask)
         m = m.reshape(-1, m.shape[-1]) if m.ndim else m
         if m.shape != tuple(ids.shape):
             raise ValueError(f"attention_mask has shape {m.shape}, input_ids {tuple(ids.shape)}")
-        return to_namespace(m.astype(np.int64), self.xp, device=self.device)
+        return to_namespace(m, self.xp, dtype="int64", device=self.device)
 
     def _pixels(self, pixel_values: Any, vision_config: GroupViTVisionConfig, interpolate: bool = False) -> Any:
-        shape = tuple(pixel_values.shape) if hasattr(pixel_values, "shape") else np.shape(pixel_values)
+        shape = tuple(pixel_values.shape) if hasattr(pixel_values, "shape") else host_array(pixel_values).shape
         c, size, patch = vision_config.num_channels, vision_config.image_size, vision_config.patch_size
         if len(shape) != 4 or shape[1] != c:
             raise ValueError(f"pixel_values must have shape [B, {c}, H, W], got {shape}")
@@ -154,8 +152,8 @@ class _Base:
             raise ValueError(
                 f"image height and width must be positive multiples of the patch size {patch}, got {shape[2:]}"
             )
-        if isinstance(pixel_values, np.ndarray | list | tuple):
-            return to_namespace(np.asarray(pixel_values), self.xp, dtype=getattr(self.xp, self.dtype_name),
+        if is_host(pixel_values):
+            return to_namespace(host_array(pixel_values), self.xp, dtype=self.dtype_name,
                                 device=self.device)  # fmt: skip
         return self.xp.astype(pixel_values, getattr(self.xp, self.dtype_name))
 
@@ -245,8 +243,7 @@ class GroupViTModel(_Base):
     def _positions(self, position_ids: Any) -> Any:
         if position_ids is None:
             return None
-        return to_namespace(np.asarray(to_numpy(position_ids) if hasattr(position_ids, "shape") else position_ids,
-                                       dtype=np.int64), self.xp, device=self.device)  # fmt: skip
+        return to_namespace(host_array(position_ids), self.xp, dtype="int64", device=self.device)
 
     def __call__(
         self, input_ids: Any = None, pixel_values: Any = None, attention_mask: Any = None, position_ids: Any = None,
