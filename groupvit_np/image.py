@@ -229,3 +229,24 @@ class CLIPImageProcessor:
         Path(directory).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(directory) / CONFIG_NAME, self.to_dict())
         return Path(directory) / CONFIG_NAME
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # timm's defaults, which the original's eval transform uses
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def classification_pixels(image: Any, size: int = 224) -> np.ndarray:
+    """The original's eval transform: Resize(256/224*size) bilinear, CenterCrop(size), ImageNet mean/std.
+
+    torchvision semantics: the short side becomes int(256/224*size), the long side int(short' * long / short);
+    PIL's bilinear (antialiased) resize; the crop's top is round((h - size) / 2) (half to even).  # -> [1, 3, s, s]
+    """
+    rgb = to_rgb_array(image)  # [H, W, 3] uint8
+    h, w = rgb.shape[:2]
+    short = int(256 / 224 * size)
+    nh, nw = (int(short * h / w), short) if w <= h else (short, int(short * w / h))
+    img = Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BILINEAR)
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    x = np.asarray(img, dtype=np.float32)[top : top + size, left : left + size] / np.float32(255)
+    x = (x - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])  # [H, W, 3] -> [1, 3, H, W]
