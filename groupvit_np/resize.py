@@ -23,18 +23,26 @@ def _taps_matrix(index: Any, weight: Any, in_size: int) -> Any:
     return xp.astype(cols == index[:, None], weight.dtype) * weight[:, None]
 
 
-def bilinear_matrix(out_size: int, in_size: int, like: Any) -> Any:
-    """Weights of 1-D bilinear resampling (torch, align_corners=False).  # -> [out, in]
+def bilinear_taps(out_size: int, in_size: int, like: Any) -> tuple[Any, Any, Any]:
+    """torch's bilinear taps (align_corners=False): first and second source index and the second's weight.  # [out]
 
-    The source coordinate is clamped at 0; taps floor(src) and the next one, clamped to the edge.
-    Example: 2 -> 4 gives rows [1, 0], [.75, .25], [.25, .75], [0, 1].
+    The source coordinate (dst + 0.5) * in/out - 0.5 is clamped at 0; the taps are floor(src) and the next one,
+    clamped to the edge. Indices come back as floats in `like`'s dtype.
     """
     xp = namespace(like)
     src = _source_coords(out_size, in_size, like)
     src = xp.maximum(src, xp.zeros_like(src))
     i0 = xp.floor(src)  # [out]
-    frac = src - i0  # [out]
     i1 = xp.minimum(i0 + 1.0, xp.full_like(i0, in_size - 1))
+    return i0, i1, src - i0
+
+
+def bilinear_matrix(out_size: int, in_size: int, like: Any) -> Any:
+    """Weights of 1-D bilinear resampling (torch, align_corners=False), from `bilinear_taps`.  # -> [out, in]
+
+    Example: 2 -> 4 gives rows [1, 0], [.75, .25], [.25, .75], [0, 1].
+    """
+    i0, i1, frac = bilinear_taps(out_size, in_size, like)
     return _taps_matrix(i0, 1.0 - frac, in_size) + _taps_matrix(i1, frac, in_size)
 
 

@@ -24,7 +24,7 @@ from .datasets import IGNORE_INDEX, SEGMENTATION_TEMPLATES, LabelSet, custom_lab
 from .heads import normalized_group_embeddings, projection_head, segmentation_logits
 from .image import CLIPImageProcessor, to_rgb_array
 from .ops import l2_normalize, softmax
-from .resize import bilinear_matrix, resize_grid
+from .resize import bilinear_matrix, bilinear_taps, resize_grid
 from .vision import vision_tower
 
 MEAN_255 = (123.675, 116.28, 103.53)  # mmseg's img_norm_cfg: ImageNet mean/std on the 0-255 scale
@@ -155,20 +155,17 @@ def run_window(model: Any, pixels: np.ndarray, text: Any, background: bool, thre
     return logits, probs, {"group_maps": maps, "group_scores": scores}
 
 
-def _taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The two source samples and the weight of the second, per output sample (torch, align_corners=False).
-
-    Host NumPy: src = (dst + 0.5) * in/out - 0.5 clamped at 0; taps floor(src) and the next, clamped to the edge.
-    """
-    src = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
-    i0 = np.floor(src)
-    return i0.astype(np.int64), np.minimum(i0 + 1, in_size - 1).astype(np.int64), src - i0
+def _taps(out_size: int, in_size: int, like: Any) -> tuple[Any, Any, Any]:
+    """`resize.bilinear_taps` computed in float64 (as the maps' resize is specified), indices as integers."""
+    xp = namespace(like)
+    i0, i1, frac = bilinear_taps(out_size, in_size, xp.zeros((1,), dtype=xp.float64, device=array_device(like)))
+    return xp.astype(i0, xp.int64), xp.astype(i1, xp.int64), frac
 
 
-def _lerp(x: Any, taps: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Any:
+def _lerp(x: Any, taps: tuple[Any, Any, Any]) -> Any:
     """Resample the first axis from its two taps: (1 - f) * x[i0] + f * x[i1], torch's formula and order."""
     xp = namespace(x)
-    i0, i1, f = (to_namespace(t, xp, device=array_device(x)) for t in taps)
+    i0, i1, f = taps
     f = xp.reshape(xp.astype(f, x.dtype), (-1,) + (1,) * (x.ndim - 1))
     return (1.0 - f) * xp.take(x, i0, axis=0) + f * xp.take(x, i1, axis=0)
 
@@ -184,12 +181,12 @@ def resize_argmax(logits: Any, height: int, width: int, budget: int = 1 << 24) -
     c, h, w = logits.shape
     if (h, w) == (height, width):
         return to_numpy(xp.argmax(logits, axis=0)).astype(np.int64)
-    rows, cols = _taps(height, h), _taps(width, w)
+    rows, cols = _taps(height, h, logits), _taps(width, w, logits)
     by_column = xp.permute_dims(logits, (2, 0, 1))  # [w, C, h]
     step = max(1, budget // (c * (h + height)))
     parts = []
     for x0 in range(0, width, step):
-        part = _lerp(by_column, tuple(t[x0 : x0 + step] for t in cols))  # [b, C, h]
+        part = _lerp(by_column, tuple(t[x0 : min(x0 + step, width)] for t in cols))  # [b, C, h]
         part = _lerp(xp.permute_dims(part, (2, 0, 1)), rows)  # [h, b, C] -> [H, b, C]
         parts.append(to_numpy(xp.argmax(part, axis=-1)))  # [H, b]
     return np.concatenate(parts, axis=1).astype(np.int64)
