@@ -10,36 +10,98 @@ from typing import Any
 from .backend import array_device, namespace
 from .ops import Params, layer_norm, linear, mlp, softmax
 
+_QKV = ("q_proj", "k_proj", "v_proj")
+
+
+def _leaves_of(p: Params) -> tuple[Any, ...]:
+    return tuple(p[n][leaf] for n in _QKV for leaf in ("weight", "bias"))
+
+
+def fuse_projections(tree: Any) -> Any:
+    """Give every attention block of a parameter tree one stacked q/k/v projection, in place; returns the tree.
+
+    Each dict holding `q_proj`, `k_proj` and `v_proj` gains `in_proj` = {weight [3D, D], bias [3D]}, and the three
+    HF leaves become views into it (no second copy), so one product computes q, k and v, or k and v together
+    from rows D: for cross-attention. `in_proj` records the leaves it was made from: a block whose leaves were
+    since replaced (an edited tree) is computed from the leaves, never from stale stacked weights.
+    """
+    if isinstance(tree, list):
+        for item in tree:
+            fuse_projections(item)
+    elif isinstance(tree, dict):
+        if all(isinstance(tree.get(n), dict) for n in _QKV) and "in_proj" not in tree:
+            xp = namespace(*(tree[n]["weight"] for n in _QKV))
+            d = tree["q_proj"]["weight"].shape[0]
+            fused = {leaf: xp.concat([tree[n][leaf] for n in _QKV], axis=0) for leaf in ("weight", "bias")}
+            for i, n in enumerate(_QKV):
+                tree[n] = {leaf: fused[leaf][i * d : (i + 1) * d, ...] for leaf in ("weight", "bias")}
+            tree["in_proj"] = {**fused, "made_from": _leaves_of(tree)}  # weight [3D, D], bias [3D]
+        for key, value in tree.items():
+            if key != "in_proj":
+                fuse_projections(value)
+    return tree
+
+
+def _in_proj(p: Params) -> Params | None:
+    """The stacked projection if it is current (made from exactly these leaves), else None."""
+    fused = p.get("in_proj")
+    if fused is None or not all(a is b for a, b in zip(fused["made_from"], _leaves_of(p), strict=True)):
+        return None
+    return fused
+
+
+def _rows(p: Params, start: int, stop: int) -> Params:
+    return {leaf: p[leaf][start:stop, ...] for leaf in ("weight", "bias")}
+
+
+def project_heads(x_q: Any, x_kv: Any, p: Params, num_heads: int, scale_q: bool = True) -> tuple[Any, Any, Any]:
+    """q (scaled by Dh^-1/2 after its bias, HF's order, unless not `scale_q`), k, v split into heads, contiguous.
+
+    [B, Lq, D], [B, Lk, D] -> [B*H, Lq, Dh], [B*H, Lk, Dh], [B*H, Lk, Dh]. With `in_proj` one product makes
+    q, k and v for self-attention (k and v for cross-attention) and one copy lays every head out contiguously:
+    NumPy runs stacked products over permuted views in a slow loop, over contiguous stacks at BLAS speed.
+    """
+    xp = namespace(x_q, x_kv)
+    b, lq, d = x_q.shape
+    lk, dh = x_kv.shape[1], d // num_heads
+
+    def split(y: Any, n: int, length: int) -> Any:  # [B, L, n*D] -> [n, B*H, L, Dh], one C-ordered copy
+        heads = xp.permute_dims(xp.reshape(y, (b, length, n, num_heads, dh)), (2, 0, 3, 1, 4))  # [n, B, H, L, Dh]
+        return xp.reshape(xp.reshape(heads, (-1,)), (n, b * num_heads, length, dh))
+
+    fused = _in_proj(p)
+    if fused is not None and x_q is x_kv:
+        qkv = split(linear(x_q, fused), 3, lq)  # [3, B*H, L, Dh]
+        q, k, v = qkv[0, ...], qkv[1, ...], qkv[2, ...]
+    elif fused is not None:
+        q = split(linear(x_q, _rows(fused, 0, d)), 1, lq)[0, ...]  # [B*H, Lq, Dh]
+        kv = split(linear(x_kv, _rows(fused, d, 3 * d)), 2, lk)  # [2, B*H, Lk, Dh]
+        k, v = kv[0, ...], kv[1, ...]
+    else:
+        q, k, v = (split(linear(x, p[n]), 1, x.shape[1])[0, ...]
+                   for x, n in ((x_q, "q_proj"), (x_kv, "k_proj"), (x_kv, "v_proj")))  # fmt: skip
+    if scale_q:
+        q *= dh**-0.5  # in place: q is this function's own copy
+    return q, k, v
+
 
 def multi_head_attention(
     x_q: Any, x_kv: Any, p: Params, num_heads: int, masks: tuple[Any, ...] = ()
 ) -> tuple[Any, Any]:
     """Scaled dot-product attention over H heads.  # [B, Lq, D], [B, Lk, D] -> [B, Lq, D], [B, H, Lq, Lk]
 
-    q is scaled by Dh^-1/2 after its bias, before q k^T (HF's order). `masks` are additive
-    ([B or 1, 1, Lq, Lk]) and added in order.
+    `masks` are additive ([B or 1, 1, Lq, Lk]) and added in order.
     """
     xp = namespace(x_q, x_kv)
     b, lq, d = x_q.shape
     lk = x_kv.shape[1]
-    dh = d // num_heads
-
-    def heads(x: Any, length: int, order: tuple[int, ...]) -> Any:
-        # [B, L, D] -> [B*H, ...]; flattening the permuted view makes one C-ordered copy. Contiguous operands keep
-        # the batched products on BLAS: NumPy runs permuted or transposed stacks in a slow loop (0.76 s vs 6 ms).
-        split = xp.reshape(x, (b, length, num_heads, dh))  # [B, L, H, Dh]
-        flat = xp.reshape(xp.permute_dims(split, order), (-1,))
-        return xp.reshape(flat, (b * num_heads, *(split.shape[i] for i in order[2:])))
-
-    q = heads(linear(x_q, p["q_proj"]) * dh**-0.5, lq, (0, 2, 1, 3))  # [B*H, Lq, Dh]
-    k_t = heads(linear(x_kv, p["k_proj"]), lk, (0, 2, 3, 1))  # [B*H, Dh, Lk], k already transposed
-    v = heads(linear(x_kv, p["v_proj"]), lk, (0, 2, 1, 3))  # [B*H, Lk, Dh]
-    scores = xp.reshape(q @ k_t, (b, num_heads, lq, lk))  # [B, H, Lq, Lk]
+    q, k, v = project_heads(x_q, x_kv, p, num_heads)  # [B*H, Lq, Dh], [B*H, Lk, Dh], [B*H, Lk, Dh]
+    scores = xp.reshape(q @ xp.matrix_transpose(k), (b, num_heads, lq, lk))  # [B, H, Lq, Lk]
     for mask in masks:
-        scores = scores + mask  # [B or 1, 1, Lq, Lk] broadcasts
-    weights = softmax(scores, axis=-1)  # [B, H, Lq, Lk]
+        scores += mask  # [B or 1, 1, Lq, Lk] broadcasts into the fresh scores
+    weights = softmax(scores, axis=-1, overwrite=True)  # [B, H, Lq, Lk]
     o = xp.reshape(weights, (-1, lq, lk)) @ v  # [B*H, Lq, Dh]
-    o = xp.permute_dims(xp.reshape(o, (b, num_heads, lq, dh)), (0, 2, 1, 3))  # [B, Lq, H, Dh]
+    o = xp.permute_dims(xp.reshape(o, (b, num_heads, lq, d // num_heads)), (0, 2, 1, 3))  # [B, Lq, H, Dh]
     return linear(xp.reshape(o, (b, lq, d)), p["out_proj"]), weights  # channel c = h*Dh + j, as torch
 
 
@@ -67,6 +129,7 @@ def encoder_layer(
 ) -> tuple[Any, Any]:
     """Pre-LN transformer layer: x + MHA(LN1 x), then + MLP(LN2 x).  # [B, L, D] -> [B, L, D], [B, H, L, L]"""
     h, weights = multi_head_attention(*(layer_norm(x, p["layer_norm1"], eps),) * 2, p["self_attn"], num_heads, masks)
-    x = x + h  # [B, L, D]
-    x = x + mlp(layer_norm(x, p["layer_norm2"], eps), p["mlp"], act)  # [B, L, D]
-    return x, weights
+    h += x  # [B, L, D]: the residual, added into the fresh attention output (addition commutes exactly)
+    out = mlp(layer_norm(h, p["layer_norm2"], eps), p["mlp"], act)  # [B, L, D]
+    out += h
+    return out, weights

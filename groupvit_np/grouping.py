@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .attention import multi_head_attention
+from .attention import multi_head_attention, project_heads
 from .backend import array_device, namespace
 from .ops import Params, layer_norm, linear, mixer_mlp, mlp, softmax
 
@@ -61,11 +61,9 @@ def assign_attention(
     Returns the projected group features and the noise-free soft assignment.
     """
     xp = namespace(groups, tokens)
-    q = linear(groups, p["q_proj"])  # [B, S, D]
-    k = linear(tokens, p["k_proj"])  # [B, N, D]
-    v = linear(tokens, p["v_proj"])  # [B, N, D]
-    k_t = xp.reshape(xp.reshape(xp.permute_dims(k, (0, 2, 1)), (-1,)), (k.shape[0], k.shape[2], k.shape[1]))  # [B,D,N]
-    raw = (q @ k_t) * groups.shape[-1] ** -0.5  # [B, S, N]; one head, so scale by D^-1/2
+    q, k, v = project_heads(groups, tokens, p, num_heads=1, scale_q=False)  # [B, S, D], [B, N, D], [B, N, D]
+    raw = q @ xp.matrix_transpose(k)  # [B, S, N]
+    raw *= groups.shape[-1] ** -0.5  # one head: scale the product by D^-1/2 (HF's order, which argmax can see)
     soft = softmax(raw, axis=-2)  # [B, S, N]
     if gumbel_noise is not None:
         assign = gumbel_softmax(raw, gumbel_noise, axis=-2)

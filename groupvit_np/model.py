@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from . import weights as W
+from .attention import fuse_projections
 from .backend import FLOAT_DTYPES, host_array, is_host, is_integer_array, namespace, resolve_xp, to_namespace
 from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
 from .heads import (
@@ -85,6 +86,7 @@ def _load_params(
     tensor already in the target dtype stays a view into the memory-mapped file. With `storage_dtype="float16"`
     weight matrices are kept in half precision (products promote them to the compute dtype exactly, as a
     widened copy would) while vectors and scalars, which enter elementwise math, take the compute dtype.
+    Attention blocks also get their stacked q/k/v projection (`attention.fuse_projections`).
     """
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
@@ -100,7 +102,7 @@ def _load_params(
         host = flat.pop(key)
         keep = storage_dtype if storage_dtype and len(expected[key]) >= 2 else dtype
         params[key] = to_namespace(host, xp, dtype=keep, device=device)
-    return W.nest(params)
+    return fuse_projections(W.nest(params))
 
 
 def _select(flat: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -182,7 +184,7 @@ def _leaves(tree: Any):
     if isinstance(tree, dict):
         for v in tree.values():
             yield from _leaves(v)
-    elif isinstance(tree, list):
+    elif isinstance(tree, list | tuple):
         for v in tree:
             yield from _leaves(v)
     elif tree is not None:

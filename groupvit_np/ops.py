@@ -19,10 +19,16 @@ Params = dict[str, Any]
 
 
 def _horner(z: Any, coefs: tuple[float, ...]) -> Any:
-    """c0 + z*(c1 + z*(c2 + ...)): one multiply-add per coefficient, Python floats broadcast into z's dtype."""
-    acc = coefs[-1]
-    for c in reversed(coefs[:-1]):
-        acc = c + z * acc
+    """c0 + z*(c1 + z*(c2 + ...)) for two or more coefficients, Python floats broadcast into z's dtype.
+
+    One accumulator is allocated and updated in place: the same roundings as c + z*acc, without a temporary per
+    coefficient.
+    """
+    acc = z * coefs[-1]
+    for c in reversed(coefs[1:-1]):
+        acc += c
+        acc *= z
+    acc += coefs[0]
     return acc
 
 
@@ -83,7 +89,17 @@ def _erf_float32(x: Any) -> Any:
     xp = namespace(x)
     c = xp.clip(x, -4.0, 4.0)
     z = c * c
-    return xp.clip(c * _horner(z, _ERF32_ALPHA) / _horner(z, _ERF32_BETA), -1.0, 1.0)
+    p = _horner(z, _ERF32_ALPHA)
+    p *= c
+    p /= _horner(z, _ERF32_BETA)
+    return xp.clip(p, -1.0, 1.0)
+
+
+# GELU in float32 uses the same rational with x/sqrt(2) and the 1/2 of 1/2 (1 + erf) folded into the coefficients:
+# 1/2 erf(x/sqrt 2) = x * A(x^2) / B(x^2), with A_k = alpha_k / (2 sqrt 2 * 2^k) and B_k = beta_k / 2^k.
+_GELU32_A = tuple(a / (2.0 * math.sqrt(2.0) * 2.0**k) for k, a in enumerate(_ERF32_ALPHA))
+_GELU32_B = tuple(b / 2.0**k for k, b in enumerate(_ERF32_BETA))
+_GELU32_CLAMP = 4.0 * math.sqrt(2.0)
 
 
 def erf(x: Any) -> Any:
@@ -116,32 +132,64 @@ def erf(x: Any) -> Any:
 # Activations, normalisation, dense layers.
 
 
-def _gelu(x: Any) -> Any:
-    return 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
+def _map_blocks(fn: Any, x: Any, overwrite: bool) -> Any:
+    """fn(x) for an elementwise `fn`, block by block on CPU namespaces.  # [...] -> [...]
 
-
-def gelu(x: Any) -> Any:
-    """Exact GELU, 0.5*x*(1 + erf(x/sqrt(2))) (torch's default `nn.GELU()`; not the tanh approximation).
-
-    Large arrays are processed in cache-sized blocks on CPU backends (see `backend.elementwise_chunk`).
+    Each block's chain of passes then stays in the L2 cache (see `backend.elementwise_chunk`); results are written
+    into one output, which is `x` itself when the caller owns it (`overwrite`). Other namespaces run fn(x).
     """
     xp = namespace(x)
     chunk = elementwise_chunk(xp)
     size = math.prod(x.shape)
     if chunk is None or size <= 2 * chunk:
-        return _gelu(x)
+        return fn(x)
     flat = xp.reshape(x, (-1,))  # [M]
-    blocks = [_gelu(flat[i : i + chunk]) for i in range(0, size, chunk)]
-    return xp.reshape(xp.concat(blocks), x.shape)
+    out = flat if overwrite else xp.empty_like(flat)  # [M]
+    for i in range(0, size, chunk):
+        out[i : i + chunk] = fn(flat[i : i + chunk])
+    return xp.reshape(out, x.shape)
 
 
-def quick_gelu(x: Any) -> Any:
+def _gelu(x: Any) -> Any:
+    xp = namespace(x)
+    if x.dtype == xp.float32:  # x * (1/2 + 1/2 erf(x/sqrt 2)) with the constants folded: 27 passes, not 31
+        c = xp.clip(x, -_GELU32_CLAMP, _GELU32_CLAMP)
+        z = c * c
+        half_erf = _horner(z, _GELU32_A)
+        half_erf *= c
+        half_erf /= _horner(z, _GELU32_B)
+        y = xp.clip(half_erf, -0.5, 0.5)
+        y += 0.5
+        y *= x
+        return y
+    y = erf(x * (1.0 / math.sqrt(2.0)))  # torch's order, x * 0.5 * (1 + erf): halving is exact, so this matches
+    y += 1.0
+    y *= x
+    y *= 0.5
+    return y
+
+
+def gelu(x: Any, overwrite: bool = False) -> Any:
+    """Exact GELU, x * (1 + erf(x/sqrt(2))) / 2 (torch's default `nn.GELU()`; not the tanh approximation).
+
+    float64 goes through the ulp-accurate `erf`; float32 through Eigen's rational erf (a few float32 ulp).
+    `overwrite=True` lets the result reuse x's memory: for arrays the caller owns, such as a fresh product.
+    """
+    return _map_blocks(_gelu, x, overwrite)
+
+
+def quick_gelu(x: Any, overwrite: bool = False) -> Any:
     """CLIP's x*sigmoid(1.702*x), used by the text tower only."""
     xp = namespace(x)
-    return x * (1.0 / (1.0 + xp.exp(-1.702 * x)))
+    d = xp.exp(x * -1.702)
+    d += 1.0
+    if not overwrite:
+        return x / d
+    x /= d
+    return x
 
 
-def relu(x: Any) -> Any:
+def relu(x: Any, overwrite: bool = False) -> Any:
     xp = namespace(x)
     return xp.maximum(x, xp.zeros_like(x))
 
@@ -149,32 +197,45 @@ def relu(x: Any) -> Any:
 ACTIVATIONS = {"gelu": gelu, "quick_gelu": quick_gelu, "relu": relu}
 
 
-def softmax(x: Any, axis: int = -1) -> Any:
-    """exp(x - max) / sum: the max subtraction keeps exp finite, including rows with additive -3.4e38 masks."""
+def softmax(x: Any, axis: int = -1, overwrite: bool = False) -> Any:
+    """exp(x - max) / sum: the max subtraction keeps exp finite, including rows with additive -3.4e38 masks.
+
+    `overwrite=True` lets the subtraction happen in x's memory (for scores the caller owns).
+    """
     xp = namespace(x)
-    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
-    return e / xp.sum(e, axis=axis, keepdims=True)
+    top = xp.max(x, axis=axis, keepdims=True)
+    if overwrite:
+        x -= top
+        e = xp.exp(x)
+    else:
+        e = xp.exp(x - top)
+    e /= xp.sum(e, axis=axis, keepdims=True)
+    return e
 
 
 def linear(x: Any, p: Params) -> Any:
     """y = x W^T + b with W stored (Dout, Din) as in torch.  # [..., Din] -> [..., Dout]
 
     The leading axes are flattened first: one large 2-D product runs at BLAS speed, while NumPy's stacked
-    matmul would loop over the batch with small ones.
+    matmul would loop over the batch with small ones. The bias is added in place to the fresh product.
     """
     xp = namespace(x)
     w = p["weight"]
     y = xp.reshape(x, (-1, x.shape[-1])) @ xp.matrix_transpose(w)  # [M, Din] @ [Din, Dout]
-    return xp.reshape(y + p["bias"], (*x.shape[:-1], w.shape[0]))
+    y += p["bias"]
+    return xp.reshape(y, (*x.shape[:-1], w.shape[0]))
 
 
 def layer_norm(x: Any, p: Params, eps: float = 1e-5) -> Any:
     """LayerNorm over the last axis with the biased variance (torch's).  # [..., D] -> [..., D]"""
     xp = namespace(x)
     mu = xp.mean(x, axis=-1, keepdims=True)  # [..., 1]
-    xc = x - mu  # [..., D]
+    xc = x - mu  # [..., D], owned: the remaining steps run in place
     var = xp.mean(xc * xc, axis=-1, keepdims=True)  # [..., 1]
-    return xc / xp.sqrt(var + eps) * p["weight"] + p["bias"]
+    xc /= xp.sqrt(var + eps)
+    xc *= p["weight"]
+    xc += p["bias"]
+    return xc
 
 
 def batch_norm_eval(x: Any, p: Params, eps: float = 1e-5) -> Any:
@@ -185,7 +246,7 @@ def batch_norm_eval(x: Any, p: Params, eps: float = 1e-5) -> Any:
 
 def mlp(x: Any, p: Params, act: str = "gelu") -> Any:
     """fc2(act(fc1(x))).  # [..., D] -> [..., Dout]"""
-    return linear(ACTIVATIONS[act](linear(x, p["fc1"])), p["fc2"])
+    return linear(ACTIVATIONS[act](linear(x, p["fc1"]), overwrite=True), p["fc2"])
 
 
 def mixer_mlp(x: Any, p: Params) -> Any:

@@ -8,7 +8,7 @@ import array_api_compat.numpy as xp
 import numpy as np
 import pytest
 
-from groupvit_np.attention import multi_head_attention, text_attention_mask
+from groupvit_np.attention import fuse_projections, multi_head_attention, project_heads, text_attention_mask
 from groupvit_np.grouping import assign_attention, gumbel_softmax, hard_softmax, one_hot_argmax
 from groupvit_np.heads import contrastive_loss, token_grid
 from groupvit_np.ops import batch_norm_eval, erf, gelu, l2_normalize, layer_norm, mixer_mlp, mlp, quick_gelu, softmax
@@ -45,6 +45,61 @@ def test_gelu_and_quick_gelu_closed_forms():
     # torch computes the same form, so the absolute bound is the meaningful one.
     np.testing.assert_allclose(gelu(x), [0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x], rtol=0, atol=1e-15)
     np.testing.assert_allclose(quick_gelu(x), x / (1 + np.exp(-1.702 * x)), rtol=1e-15)
+
+
+def test_float32_gelu_is_within_float32_rounding_of_the_exact_one():
+    # 2^20 points: more than two 2^17-element blocks, so the cache-blocked path runs (and its block seams).
+    x = np.linspace(-9, 9, 1 << 20, dtype=np.float32)
+    y = gelu(x)
+    assert y.dtype == np.float32
+    exact = gelu(x.astype(np.float64))  # the float64 path, itself within 1e-15 of math.erf
+    # Eigen's rational erf reaches 2.4 float32 ulps of max(|x|, 1) here, with or without 1/sqrt2 and 1/2 folded
+    # into its coefficients (2.37 folded, 2.43 not; torch's float32 GELU: 1.36).
+    err = np.abs(y - exact) / np.maximum(np.abs(x.astype(np.float64)), 1.0)
+    assert err.max() <= 3 * 2.0**-23
+    assert np.all(y[x < -6] <= 0) and np.all(y[x > 6] == x[x > 6])  # saturated tails: GELU -> 0 and -> x
+    np.testing.assert_array_equal(gelu(x[:1000]), y[:1000])  # blocked and unblocked agree bit for bit
+
+
+@pytest.mark.parametrize("size", [100, 3 << 17])  # one pass, and the blocked path
+def test_overwrite_reuses_the_input_and_otherwise_leaves_it_alone(size):
+    x = rng.normal(size=(size // 4, 4)).astype(np.float32)
+    keep = x.copy()
+    for fn in (gelu, quick_gelu):
+        y = fn(x)
+        np.testing.assert_array_equal(x, keep)  # the default never writes into the caller's array
+        z = fn(x.copy(), overwrite=True)
+        np.testing.assert_array_equal(z, y)
+    s = softmax(x.copy(), axis=0, overwrite=True)
+    np.testing.assert_array_equal(s, softmax(x, axis=0))
+    np.testing.assert_array_equal(x, keep)
+
+
+def test_fused_projections_match_the_separate_ones_and_never_go_stale():
+    d, heads = 12, 3
+    p = {name: lin(d, d) for name in ("q_proj", "k_proj", "v_proj", "out_proj")}
+    q_in, kv_in = rng.normal(size=(2, 4, d)), rng.normal(size=(2, 6, d))
+    separate = {k: dict(v) for k, v in p.items()}
+    fused = fuse_projections({k: dict(v) for k, v in p.items()})
+    assert fused["in_proj"]["weight"].shape == (3 * d, d)
+    for x_q, x_kv in ((q_in, q_in), (q_in, kv_in)):  # self-attention (q, k, v at once) and cross (k, v at once)
+        a, wa = multi_head_attention(x_q, x_kv, separate, heads)
+        b, wb = multi_head_attention(x_q, x_kv, fused, heads)
+        np.testing.assert_allclose(b, a, atol=1e-13)  # one stacked product vs three: summation order only
+        np.testing.assert_allclose(wb, wa, atol=1e-15)
+    assert np.shares_memory(fused["k_proj"]["weight"], fused["in_proj"]["weight"])  # views, not a second copy
+    fused["k_proj"]["weight"][...] = 0.0  # an in-place edit of an HF leaf reaches the stacked weights
+    k = project_heads(q_in, q_in, fused, heads)[1]
+    per_head = fused["k_proj"]["bias"].reshape(1, heads, 1, d // heads)  # k is the bias alone, in every position
+    np.testing.assert_array_equal(k, np.broadcast_to(per_head, (2, heads, 4, d // heads)).reshape(2 * heads, 4, -1))
+    fused["v_proj"] = lin(d, d)  # a replaced leaf: the stale stacked weights must not be used
+    separate["k_proj"] = {"weight": np.zeros((d, d)), "bias": fused["k_proj"]["bias"]}
+    separate["v_proj"] = fused["v_proj"]
+    np.testing.assert_allclose(
+        multi_head_attention(q_in, kv_in, fused, heads)[0],
+        multi_head_attention(q_in, kv_in, separate, heads)[0],
+        atol=1e-13,
+    )
 
 
 def test_softmax_sums_to_one_and_survives_huge_negatives():
