@@ -18,28 +18,26 @@ def _leaves_of(p: Params) -> tuple[Any, ...]:
 
 
 def fuse_projections(tree: Any) -> Any:
-    """Give every attention block of a parameter tree one stacked q/k/v projection, in place; returns the tree.
+    """A copy of a parameter tree in which every attention block also has one stacked q/k/v projection.
 
-    Each dict holding `q_proj`, `k_proj` and `v_proj` gains `in_proj` = {weight [3D, D], bias [3D]}, and the three
-    HF leaves become views into it (no second copy), so one product computes q, k and v, or k and v together
-    from rows D: for cross-attention. `in_proj` records the leaves it was made from: a block whose leaves were
-    since replaced (an edited tree) is computed from the leaves, never from stale stacked weights.
+    Each dict holding `q_proj`, `k_proj` and `v_proj` gains `in_proj` = {weight [3D, D], bias [3D]}, and its three
+    HF leaves become views into it (no second copy of the weights), so one product computes q, k and v, or k and
+    v together from rows D: for cross-attention. The input tree is not modified. `in_proj` records the leaves it
+    was made from: a block whose leaves are later replaced is computed from the leaves, never from stale weights.
     """
     if isinstance(tree, list):
-        for item in tree:
-            fuse_projections(item)
-    elif isinstance(tree, dict):
-        if all(isinstance(tree.get(n), dict) for n in _QKV) and "in_proj" not in tree:
-            xp = namespace(*(tree[n]["weight"] for n in _QKV))
-            d = tree["q_proj"]["weight"].shape[0]
-            fused = {leaf: xp.concat([tree[n][leaf] for n in _QKV], axis=0) for leaf in ("weight", "bias")}
-            for i, n in enumerate(_QKV):
-                tree[n] = {leaf: fused[leaf][i * d : (i + 1) * d, ...] for leaf in ("weight", "bias")}
-            tree["in_proj"] = {**fused, "made_from": _leaves_of(tree)}  # weight [3D, D], bias [3D]
-        for key, value in tree.items():
-            if key != "in_proj":
-                fuse_projections(value)
-    return tree
+        return [fuse_projections(item) for item in tree]
+    if not isinstance(tree, dict):
+        return tree
+    out = {key: fuse_projections(value) for key, value in tree.items()}
+    if all(isinstance(tree.get(n), dict) for n in _QKV) and "in_proj" not in tree:
+        xp = namespace(*(tree[n]["weight"] for n in _QKV))
+        d = tree["q_proj"]["weight"].shape[0]
+        fused = {leaf: xp.concat([tree[n][leaf] for n in _QKV], axis=0) for leaf in ("weight", "bias")}
+        for i, n in enumerate(_QKV):
+            out[n] = {leaf: fused[leaf][i * d : (i + 1) * d, ...] for leaf in ("weight", "bias")}
+        out["in_proj"] = {**fused, "made_from": _leaves_of(out)}  # weight [3D, D], bias [3D]
+    return out
 
 
 def _in_proj(p: Params) -> Params | None:

@@ -132,21 +132,25 @@ def erf(x: Any) -> Any:
 # Activations, normalisation, dense layers.
 
 
-def _map_blocks(fn: Any, x: Any, overwrite: bool) -> Any:
-    """fn(x) for an elementwise `fn`, block by block on CPU namespaces.  # [...] -> [...]
+def _map_rows(fn: Any, x: Any, overwrite: bool) -> Any:
+    """fn(x) for an `fn` that works row by row along the last axis, in blocks of rows on CPU namespaces.
 
-    Each block's chain of passes then stays in the L2 cache (see `backend.elementwise_chunk`); results are written
-    into one output, which is `x` itself when the caller owns it (`overwrite`). Other namespaces run fn(x).
+    Each block's chain of passes then stays in the L2 cache (see `backend.elementwise_chunk`) instead of streaming
+    every pass through memory. Results go into one output, which is `x` itself when the caller owns it
+    (`overwrite`, and then fn may also work in its block). GPU namespaces run fn(x) whole.  # [..., W] -> [..., W]
     """
     xp = namespace(x)
     chunk = elementwise_chunk(xp)
     size = math.prod(x.shape)
     if chunk is None or size <= 2 * chunk:
         return fn(x)
-    flat = xp.reshape(x, (-1,))  # [M]
-    out = flat if overwrite else xp.empty_like(flat)  # [M]
-    for i in range(0, size, chunk):
-        out[i : i + chunk] = fn(flat[i : i + chunk])
+    width = x.shape[-1]
+    flat = xp.reshape(x, (size // width, width))  # [R, W]
+    out = flat if overwrite else xp.empty_like(flat)  # [R, W]
+    rows, step = flat.shape[0], max(1, chunk // width)
+    for i in range(0, rows, step):
+        j = min(i + step, rows)  # the Array API leaves out-of-bounds slice stops unspecified
+        out[i:j, :] = fn(flat[i:j, :])
     return xp.reshape(out, x.shape)
 
 
@@ -175,7 +179,7 @@ def gelu(x: Any, overwrite: bool = False) -> Any:
     float64 goes through the ulp-accurate `erf`; float32 through Eigen's rational erf (a few float32 ulp).
     `overwrite=True` lets the result reuse x's memory: for arrays the caller owns, such as a fresh product.
     """
-    return _map_blocks(_gelu, x, overwrite)
+    return _map_rows(_gelu, x, overwrite)
 
 
 def quick_gelu(x: Any, overwrite: bool = False) -> Any:
@@ -197,11 +201,7 @@ def relu(x: Any, overwrite: bool = False) -> Any:
 ACTIVATIONS = {"gelu": gelu, "quick_gelu": quick_gelu, "relu": relu}
 
 
-def softmax(x: Any, axis: int = -1, overwrite: bool = False) -> Any:
-    """exp(x - max) / sum: the max subtraction keeps exp finite, including rows with additive -3.4e38 masks.
-
-    `overwrite=True` lets the subtraction happen in x's memory (for scores the caller owns).
-    """
+def _softmax(x: Any, axis: int, overwrite: bool) -> Any:
     xp = namespace(x)
     top = xp.max(x, axis=axis, keepdims=True)
     if overwrite:
@@ -211,6 +211,17 @@ def softmax(x: Any, axis: int = -1, overwrite: bool = False) -> Any:
         e = xp.exp(x - top)
     e /= xp.sum(e, axis=axis, keepdims=True)
     return e
+
+
+def softmax(x: Any, axis: int = -1, overwrite: bool = False) -> Any:
+    """exp(x - max) / sum: the max subtraction keeps exp finite, including rows with additive -3.4e38 masks.
+
+    `overwrite=True` lets the work happen in x's memory (for scores the caller owns). Over the last axis large
+    inputs go in cache-sized blocks of rows.
+    """
+    if axis in (-1, x.ndim - 1):
+        return _map_rows(lambda rows: _softmax(rows, -1, overwrite), x, overwrite)
+    return _softmax(x, axis, overwrite)
 
 
 def linear(x: Any, p: Params) -> Any:
@@ -226,8 +237,7 @@ def linear(x: Any, p: Params) -> Any:
     return xp.reshape(y, (*x.shape[:-1], w.shape[0]))
 
 
-def layer_norm(x: Any, p: Params, eps: float = 1e-5) -> Any:
-    """LayerNorm over the last axis with the biased variance (torch's).  # [..., D] -> [..., D]"""
+def _layer_norm(x: Any, p: Params, eps: float) -> Any:
     xp = namespace(x)
     mu = xp.mean(x, axis=-1, keepdims=True)  # [..., 1]
     xc = x - mu  # [..., D], owned: the remaining steps run in place
@@ -236,6 +246,11 @@ def layer_norm(x: Any, p: Params, eps: float = 1e-5) -> Any:
     xc *= p["weight"]
     xc += p["bias"]
     return xc
+
+
+def layer_norm(x: Any, p: Params, eps: float = 1e-5) -> Any:
+    """LayerNorm over the last axis with the biased variance (torch's), in blocks of rows.  # [..., D] -> [..., D]"""
+    return _map_rows(lambda rows: _layer_norm(rows, p, eps), x, False)
 
 
 def batch_norm_eval(x: Any, p: Params, eps: float = 1e-5) -> Any:

@@ -80,8 +80,10 @@ def test_fused_projections_match_the_separate_ones_and_never_go_stale():
     p = {name: lin(d, d) for name in ("q_proj", "k_proj", "v_proj", "out_proj")}
     q_in, kv_in = rng.normal(size=(2, 4, d)), rng.normal(size=(2, 6, d))
     separate = {k: dict(v) for k, v in p.items()}
-    fused = fuse_projections({k: dict(v) for k, v in p.items()})
+    source = {k: dict(v) for k, v in p.items()}
+    fused = fuse_projections(source)
     assert fused["in_proj"]["weight"].shape == (3 * d, d)
+    assert "in_proj" not in source and source["k_proj"]["weight"] is p["k_proj"]["weight"]  # input untouched
     for x_q, x_kv in ((q_in, q_in), (q_in, kv_in)):  # self-attention (q, k, v at once) and cross (k, v at once)
         a, wa = multi_head_attention(x_q, x_kv, separate, heads)
         b, wb = multi_head_attention(x_q, x_kv, fused, heads)
