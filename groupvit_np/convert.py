@@ -1,4 +1,4 @@
-"""Original NVlabs checkpoints -> HF names, config inferred from shapes, and the safetensors writer.
+"""Original NVlabs checkpoints -> HF names, config inferred from shapes, and converted folders written atomically.
 
 `load_nvlabs(path)` reads `ckpt["model"]` of a release `.pth` without torch, renames it the way transformers'
 `convert_groupvit_nvlab_to_hf.py` does (spec: original-groupvit.md section 2.3) and infers the config.
@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig, write_json_atomic
+from .safetensors_io import write_safetensors
 from .weights import CheckpointError, expected_shapes, validate
 
 # Files a Hub snapshot carries beside the weights; copied into a converted folder when the source has them.
@@ -241,63 +241,6 @@ def load_nvlabs(
     config = infer_config(hf, vision_heads=vision_heads, text_heads=text_heads)
     validate(hf, expected_shapes(config), str(path))
     return config, hf
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Writing: safetensors by hand (the package's NumPy writer has no bfloat16), the folder atomically.
-
-_ST_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
-             "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}  # fmt: skip
-
-
-def to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 bit patterns (uint16), rounding to nearest even as torch does; every NaN -> 0x7FC0."""
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)  # wraps only for NaN payloads
-    return np.where(np.isnan(bits.view(np.float32)), np.uint16(0x7FC0), rounded)
-
-
-def _stored_dtype(src: np.dtype, dtype: str) -> str:
-    """The dtype a tensor is written in: floats in the requested one, integers and booleans as they are."""
-    return dtype if src.kind == "f" else src.name
-
-
-def _encoded(value: np.ndarray, stored: str) -> np.ndarray:
-    """The little-endian, C-contiguous bytes-to-be of one tensor (bfloat16 as its uint16 bit patterns)."""
-    value = np.asarray(value)
-    if stored == "bfloat16":
-        return to_bfloat16_bits(value).astype("<u2", copy=False)
-    return np.ascontiguousarray(value.astype(np.dtype(stored).newbyteorder("<"), copy=False))
-
-
-def write_safetensors(path: str | os.PathLike, state: dict[str, np.ndarray], dtype: str = "float32") -> None:
-    """Write `state` as one safetensors file, one tensor at a time (peak memory: the largest tensor, once more).
-
-    Layout: 8-byte little-endian header length, JSON header (name -> dtype, shape, byte range), padded with spaces
-    to 8 bytes, then the data. Wider dtypes first, so every tensor starts aligned to its item size.
-    """
-    stored = {k: _stored_dtype(np.asarray(v).dtype, dtype) for k, v in state.items()}
-    for name, kind in stored.items():
-        if kind not in _ST_CODES:
-            raise CheckpointError(f"cannot write {name} (dtype {kind}) to safetensors")
-    size = {k: 2 if kind == "bfloat16" else np.dtype(kind).itemsize for k, kind in stored.items()}
-    names = sorted(state, key=lambda k: (-size[k], k))
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}  # transformers refuses files without format "pt"
-    offset = 0
-    for name in names:
-        end = offset + int(np.asarray(state[name]).size) * size[name]
-        header[name] = {"dtype": _ST_CODES[stored[name]], "shape": list(np.shape(state[name])),
-                        "data_offsets": [offset, end]}  # fmt: skip
-        offset = end
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(len(blob).to_bytes(8, "little"))
-        f.write(blob)
-        for name in names:
-            f.write(_encoded(state[name], stored[name]))  # C-contiguous: written straight from its buffer
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _hf_state(config: GroupViTConfig, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

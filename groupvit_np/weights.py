@@ -9,8 +9,6 @@ dict into the tree the layer functions take (numbered children become lists).
 from __future__ import annotations
 
 import json
-import math
-import mmap
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,75 +17,13 @@ from typing import Any
 import numpy as np
 
 from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
+from .safetensors_io import CheckpointError, read_safetensors
 
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 TORCH_WEIGHTS = "pytorch_model.bin"
 # Buffers and extras that checkpoints carry but the forward pass never reads.
 IGNORED_SUFFIXES = ("num_batches_tracked", "position_ids", "multi_label_logit_scale")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing/extra keys, wrong shapes, unreadable or corrupt files."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reading files.
-
-
-_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
-           "I8": "i1", "U8": "u1", "BOOL": "?"}  # fmt: skip
-_MAX_HEADER = 100 << 20
-
-
-def _widen_bfloat16(raw: np.ndarray) -> np.ndarray:
-    """bfloat16 is the top half of a float32: shift the 16 stored bits up.  # uint16 [...] -> float32 [...]"""
-    return (raw.astype(np.uint32) << 16).view(np.float32)
-
-
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All tensors of a .safetensors file as read-only NumPy views into one memory map (bfloat16 widened).
-
-    Zero-copy: a float32 checkpoint computed in float32 costs one file-backed copy of the weights, shared with the
-    page cache. The header is checked before any data is touched: known dtypes, sizes that match shapes, offsets
-    inside the file and no overlaps, so a truncated or lying file fails with a clear error instead of a crash.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else -1
-            if not 0 < n <= min(size - 8, _MAX_HEADER):
-                raise CheckpointError(f"{path}: not a safetensors file (bad header length {n} for {size} bytes)")
-            header = json.loads(f.read(n))
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > 8 + n else b""
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: safetensors header is not a JSON object")
-    header.pop("__metadata__", None)
-    out, spans, data_start = {}, [], 8 + n
-    for name, entry in header.items():
-        try:
-            dtype, shape, (begin, end) = _DTYPES[entry["dtype"]], tuple(entry["shape"]), entry["data_offsets"]
-            count = math.prod(shape)
-            ok = all(isinstance(d, int) and d >= 0 for d in shape) and 0 <= begin <= end
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{path}: bad header entry for {name!r}: {entry!r}") from err
-        if not ok or end - begin != count * np.dtype(dtype).itemsize or data_start + end > size:
-            raise CheckpointError(
-                f"{path}: tensor {name!r} ({entry['dtype']}, shape {list(shape)}) does not fit its byte range "
-                f"[{begin}, {end}) in a {size - data_start}-byte data section (truncated or corrupt file?)"
-            )
-        spans.append((begin, end, name))
-        view = np.frombuffer(mapped, dtype=dtype, count=count, offset=data_start + begin).reshape(shape)
-        out[name] = _widen_bfloat16(view) if entry["dtype"] == "BF16" else view
-    spans.sort()
-    for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:], strict=False):
-        if begin_b < end_a:
-            raise CheckpointError(f"{path}: tensors {a!r} and {b!r} overlap in the file")
-    return out
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -23,10 +23,10 @@ from groupvit_np.convert import (
     nvlabs_to_hf,
     rename_key,
     sha256_file,
-    to_bfloat16_bits,
     write_checkpoint,
 )
-from groupvit_np.weights import expected_shapes, load_checkpoint, read_safetensors
+from groupvit_np.safetensors_io import read_safetensors, to_bfloat16_bits
+from groupvit_np.weights import expected_shapes, load_checkpoint
 
 TINY_DIR = FIXTURES / "model_hf_tiny"  # a committed HF safetensors checkpoint (float16 values)
 
@@ -150,7 +150,7 @@ def test_existing_destination_needs_force(tmp_path):
 
 @pytest.mark.parametrize("existing", [False, True])
 def test_interrupted_conversion_leaves_nothing_half_written(tmp_path, monkeypatch, existing):
-    import groupvit_np.convert as C
+    import groupvit_np.safetensors_io as C
 
     dst = tmp_path / "out"
     if existing:
