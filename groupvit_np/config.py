@@ -139,8 +139,13 @@ class GroupViTConfig(_ConfigMixin):
         """Build from a config.json dict, applying transformers' legacy `*_config_dict` rule.
 
         When `text_config_dict` is present, transformers completes it with the tower defaults and lets the result
-        override `text_config` entirely (likewise for vision); we do the same.
+        override `text_config` entirely (likewise for vision); we do the same. A tower's own config (what HF's
+        `GroupViTTextModel.save_pretrained` writes, model_type `groupvit_text_model`) becomes that tower of a
+        default config, so tower checkpoints load into the tower models.
         """
+        towers = {GroupViTTextConfig.model_type: "text_config", GroupViTVisionConfig.model_type: "vision_config"}
+        if d.get("model_type") in towers:
+            d = {towers[d["model_type"]]: d}
         text = dict(d.get("text_config") or {})
         vision = dict(d.get("vision_config") or {})
         if d.get("text_config_dict") is not None:

@@ -170,3 +170,25 @@ def test_overlapping_tensors_are_refused(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(len(h).to_bytes(8, "little") + h + bytes(12))
     with pytest.raises(CheckpointError, match="overlap"):
         read_safetensors(tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize("tower", ["text", "vision"])
+def test_a_tower_checkpoint_loads_into_its_tower_model(tower, tmp_path):
+    # The layout HF's GroupViT{Text,Vision}Model.save_pretrained writes: the tower's own config (model_type
+    # groupvit_<tower>_model) and only `<tower>_model.*` tensors. The live test checks files transformers wrote.
+    from groupvit_np import GroupViTTextModel, GroupViTVisionModel
+
+    src = FIXTURES / "model_hf_tiny"
+    config = json.loads((src / "config.json").read_text())[f"{tower}_config"]
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": f"groupvit_{tower}_model"}))
+    state = read_safetensors(src / "model.safetensors")
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items() if k.startswith(f"{tower}_model.")},
+              str(tmp_path / "model.safetensors"))  # fmt: skip
+    cls = GroupViTTextModel if tower == "text" else GroupViTVisionModel
+    ours, reference = cls.from_pretrained(tmp_path, dtype="float64"), cls.from_pretrained(src, dtype="float64")
+    assert ours.config == reference.config
+    inputs = np.load(src / "inputs.npz")
+    args = (inputs["input_ids"], inputs["attention_mask"]) if tower == "text" else (inputs["pixel_values"],)
+    np.testing.assert_array_equal(ours(*args).pooler_output, reference(*args).pooler_output)  # same weights, same code
+    with pytest.raises(CheckpointError, match=f"only the {tower} tower: load it with {cls.__name__}"):
+        GroupViTModel.from_pretrained(tmp_path)

@@ -84,3 +84,36 @@ def ref_config(hf):
     from groupvit_np.config import GroupViTVisionConfig
 
     return GroupViTVisionConfig.from_dict(hf.config.vision_config.to_dict())
+
+
+@pytest.mark.parametrize("tower", ["text", "vision"])
+def test_tower_checkpoints_saved_by_transformers_load_into_the_tower_models(tower, tmp_path):
+    from transformers import GroupViTTextModel as HFText
+    from transformers import GroupViTVisionModel as HFVision
+
+    from groupvit_np import GroupViTTextModel, GroupViTVisionModel
+    from groupvit_np.weights import CheckpointError
+
+    full = ref.build_model("hf_tiny", 5)
+    inputs = ref.make_inputs("hf_tiny", 5)
+    hf_cls, ours_cls = (HFText, GroupViTTextModel) if tower == "text" else (HFVision, GroupViTVisionModel)
+    hf = hf_cls(getattr(full.config, f"{tower}_config"))
+    getattr(hf, f"{tower}_model").load_state_dict(getattr(full, f"{tower}_model").state_dict())
+    hf.to(torch.float32).save_pretrained(tmp_path, safe_serialization=True)  # model_type groupvit_<tower>_model
+    ours = ours_cls.from_pretrained(tmp_path, dtype="float64")
+    torch.set_default_dtype(torch.float64)  # HF's text mask cannot be built in float64 otherwise (spec 13)
+    try:
+        hf.double().eval()
+        with torch.no_grad():
+            if tower == "text":
+                ids, mask = inputs["input_ids"], inputs["attention_mask"]
+                expected = hf(torch.from_numpy(ids), torch.from_numpy(mask)).pooler_output.numpy()
+                got = ours(ids, mask).pooler_output
+            else:
+                expected = hf(torch.from_numpy(inputs["pixel_values"])).pooler_output.numpy()
+                got = ours(inputs["pixel_values"]).pooler_output
+    finally:
+        torch.set_default_dtype(torch.float32)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-10)  # fp16-grid weights, float64 both
+    with pytest.raises(CheckpointError, match=f"only the {tower} tower"):
+        GroupViTModel.from_pretrained(tmp_path)
