@@ -215,8 +215,8 @@ class GroupViTModel(_Base):
         loading a float16 checkpoint in float32, a little slower).
         """
         config, flat = _from_pretrained(path, revision)
-        for tower, other, model in (("text", "vision", "GroupViTTextModel"), ("vision", "text", "GroupViTVisionModel")):
-            if flat and not _select(flat, f"{other}_model") and len(_select(flat, f"{tower}_model")) == len(flat):
+        for tower, model in (("text", "GroupViTTextModel"), ("vision", "GroupViTVisionModel")):
+            if flat and len(_select(flat, f"{tower}_model")) == len(flat):
                 raise W.CheckpointError(f"{path} holds only the {tower} tower: load it with {model}.from_pretrained")
         xp = resolve_xp(xp)
         params = _load_params(flat, W.expected_shapes(config), dtype, xp, device, str(path), storage_dtype)

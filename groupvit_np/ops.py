@@ -85,14 +85,19 @@ _ERF32_BETA = (-1.42647390514189e-02, -7.37332916720468e-03, -1.68282697438203e-
                -1.45660718464996e-05)  # fmt: skip
 
 
-def _erf_float32(x: Any) -> Any:
+def _odd_rational(x: Any, clamp: float, num: tuple[float, ...], den: tuple[float, ...], bound: float) -> Any:
+    """c * num(c^2) / den(c^2) with c = x clipped to [-clamp, clamp], the result clipped to [-bound, bound]."""
     xp = namespace(x)
-    c = xp.clip(x, -4.0, 4.0)
+    c = xp.clip(x, -clamp, clamp)
     z = c * c
-    p = _horner(z, _ERF32_ALPHA)
+    p = _horner(z, num)
     p *= c
-    p /= _horner(z, _ERF32_BETA)
-    return xp.clip(p, -1.0, 1.0)
+    p /= _horner(z, den)
+    return xp.clip(p, -bound, bound)
+
+
+def _erf_float32(x: Any) -> Any:
+    return _odd_rational(x, 4.0, _ERF32_ALPHA, _ERF32_BETA, 1.0)
 
 
 # GELU in float32 uses the same rational with x/sqrt(2) and the 1/2 of 1/2 (1 + erf) folded into the coefficients:
@@ -157,12 +162,7 @@ def _map_rows(fn: Any, x: Any, overwrite: bool) -> Any:
 def _gelu(x: Any) -> Any:
     xp = namespace(x)
     if x.dtype == xp.float32:  # x * (1/2 + 1/2 erf(x/sqrt 2)) with the constants folded: 27 passes, not 31
-        c = xp.clip(x, -_GELU32_CLAMP, _GELU32_CLAMP)
-        z = c * c
-        half_erf = _horner(z, _GELU32_A)
-        half_erf *= c
-        half_erf /= _horner(z, _GELU32_B)
-        y = xp.clip(half_erf, -0.5, 0.5)
+        y = _odd_rational(x, _GELU32_CLAMP, _GELU32_A, _GELU32_B, 0.5)  # 1/2 erf(x/sqrt 2)
         y += 0.5
         y *= x
         return y
