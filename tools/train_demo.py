@@ -266,13 +266,99 @@ def texture_at(step: int, args, rng: np.random.Generator, n: int) -> np.ndarray:
     return np.minimum(1.0, ceiling * rng.uniform(0, 1.25, size=n))
 
 
+RECIPE = (
+    "seed",
+    "steps",
+    "batch",
+    "lr",
+    "size",
+    "patch",
+    "depths",
+    "groups",
+    "radius",
+    "init",
+    "multi",
+    "group",
+    "pixel",
+    "bg_present",
+    "curriculum",
+)  # the arguments a resumed run must share with the interrupted one
+
+
+def _save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename it into place."""
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _resume_state(out: Path, args):
+    """The state an interrupted run left in `out/state.pt`, after checking the recipe is the same."""
+    import torch
+
+    path = out / "state.pt"
+    if not path.is_file():
+        sys.exit(f"train_demo: --resume: {path} does not exist (start without --resume)")
+    state = torch.load(path, weights_only=False)
+    given = {k: getattr(args, k) for k in RECIPE}
+    saved = {k: state["args"][k] for k in RECIPE}
+    if {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()} != {
+        k: list(v) if isinstance(v, tuple) else v for k, v in saved.items()
+    }:
+        diff = ", ".join(f"--{k} {saved[k]} (given {given[k]})" for k in RECIPE if saved[k] != given[k])
+        sys.exit(f"train_demo: --resume: {path} was started with a different recipe: {diff}")
+    return state
+
+
+def validate(model, tok_cache: TextCache, size: int, n: int = 100) -> dict:
+    """Cheap held-out proxies logged during training (validation seeds, eval mode, no effect on training RNG).
+
+    Foreground mIoU here is HF-style with the best of a few background thresholds chosen on the same scenes, so
+    it is optimistic; tools/eval_demo.py measures the real figures on the test seeds.
+    """
+    import torch
+
+    prompts = [class_prompt(k + 1) for k in range(len(CLASS_NAMES))]
+    ids, mask = tok_cache(prompts)
+    imgs, gt, _ = make_scenes(SEED_RANGES["validation"] + np.arange(n), size=size)
+    single, _, single_scenes = make_scenes(SEED_RANGES["validation"] + 500_000 + np.arange(n), size=size,
+                                           objects=(1, 1))  # fmt: skip
+    model.eval()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, pixel_values=pixel_values(imgs), output_segmentation=True)
+        seg = (out.segmentation_logits / float(model.logit_scale.exp()) ** 2).numpy()  # [B, C, H, W] cosines
+        cls = model(input_ids=ids, attention_mask=mask, pixel_values=pixel_values(single)).logits_per_image
+    model.train()
+    truth = np.array([s.class_ids[0] - 1 for s in single_scenes])
+    best, label = seg.max(1), seg.argmax(1) + 1  # [B, H, W]
+    scores = []
+    for thr in np.quantile(best, np.linspace(0.3, 0.9, 13)):
+        pred = np.where(best < thr, 0, label)
+        ious = [((pred == k) & (gt == k)).sum() / ((pred == k) | (gt == k)).sum() for k in np.unique(gt[gt > 0])]
+        binary = ((pred > 0) & (gt > 0)).sum() / ((pred > 0) | (gt > 0)).sum()
+        scores.append((float(np.mean(ious)), float(binary)))
+    miou, binary = max(scores)
+    return {"val_fg_miou": round(miou, 4), "val_object_iou": round(binary, 4),
+            "val_classification": float((cls.argmax(1).numpy() == truth).mean())}  # fmt: skip
+
+
 def train(args) -> Path:
+    """Train (or, with --resume, continue) a run; returns the output folder with the saved checkpoint.
+
+    Every `--checkpoint-minutes` the whole training state (model, extra parameters, optimiser, schedule, both
+    random generators, the step and the time spent) goes to `out/state.pt` atomically, so a run killed at any
+    moment continues with --resume exactly as if it had not stopped (same thread count: torch's CPU reductions
+    depend on it). The scenes of step t are a function of (seed, t), so the data position is the step.
+    """
     import torch
     from tqdm import tqdm
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    state = _resume_state(out, args) if args.resume else None
     tok = write_tokenizer(out)
     texts = TextCache(tok)
     vocab = tok.get_vocab()
@@ -307,11 +393,36 @@ def train(args) -> Path:
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     rng = np.random.default_rng(args.seed)  # textures for the curriculum
+    first, spent = 0, 0.0
+    log_path = out / "train_log.jsonl"
+    if state is None:
+        log_path.write_text(json.dumps({"args": vars(args)}) + "\n", encoding="utf-8")
+    else:
+        model.load_state_dict(state["model"])
+        extra.load_state_dict(state["extra"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        first, spent = state["step"], state["seconds"]
+        # keep the log of the steps the state covers, drop what was logged after it (those steps are redone)
+        kept = [line for line in log_path.read_text(encoding="utf-8").splitlines()
+                if "step" not in json.loads(line) or json.loads(line)["step"] < first]  # fmt: skip
+        kept.append(json.dumps({"resumed_at_step": first, "seconds_so_far": round(spent, 1)}))
+        log_path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+        print(f"resuming {out} at step {first} of {args.steps} ({spent / 60:.0f} min trained)", file=sys.stderr)
+
+    def checkpoint(next_step: int, seconds: float) -> None:
+        snapshot = {"step": next_step, "seconds": seconds, "args": vars(args), "model": model.state_dict(),
+                 "extra": extra.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                 "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}  # fmt: skip
+        _save_atomic(snapshot, out / "state.pt")
+
     model.train()
-    log = open(out / "train_log.jsonl", "w", encoding="utf-8")
-    log.write(json.dumps({"args": vars(args)}) + "\n")
-    start = time.time()
-    bar = tqdm(range(args.steps), desc="train", mininterval=10, file=sys.stderr)
+    log = open(log_path, "a", encoding="utf-8")
+    start = time.time() - spent
+    last_save = time.time()
+    bar = tqdm(range(first, args.steps), desc="train", mininterval=10, file=sys.stderr, initial=first, total=args.steps)
     for step in bar:
         seeds = SEED_RANGES["train"] + args.seed * 1_000_000 + step * args.batch + np.arange(args.batch)
         tex = texture_at(step, args, rng, args.batch)
@@ -328,16 +439,49 @@ def train(args) -> Path:
             rec = {"step": step, "loss": float(loss.detach()), **parts, "lr": sched.get_last_lr()[0],
                    "scale": float(model.logit_scale.detach().exp()), "texture_max": float(tex.max()),
                    "time": round(time.time() - start, 1)}  # fmt: skip
+            if args.eval_every and (step % args.eval_every == 0 or step == args.steps - 1) and step > 0:
+                rec.update(validate(model, texts, args.size))
             log.write(json.dumps(rec) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", **{k: f"{v:.3f}" for k, v in parts.items()})
+        if time.time() - last_save > 60 * args.checkpoint_minutes and step < args.steps - 1:
+            checkpoint(step + 1, time.time() - start)
+            last_save = time.time()
+        if step + 1 == args.stop_at:  # a deliberate interruption (tests of --resume)
+            checkpoint(step + 1, time.time() - start)
+            log.close()
+            print(f"stopped at step {step + 1}; continue with --resume", file=sys.stderr)
+            return out
+    seconds = time.time() - start
+    log.write(json.dumps({"done": args.steps, "train_seconds": round(seconds, 1), "threads": args.threads}) + "\n")
     log.close()
-    model.eval()
-    model.save_pretrained(str(out), safe_serialization=True)
-    write_preprocessor(out, args.size)
-    write_example(out, args.size)
-    print(f"saved {out} after {time.time() - start:.0f} s", file=sys.stderr)
+    checkpoint(args.steps, seconds)
+    export(model, out, args.size)
+    print(f"saved {out} after {seconds:.0f} s of training", file=sys.stderr)
     return out
+
+
+def export(model, folder: Path, size: int) -> None:
+    """The shippable files: model (eval mode, safetensors), preprocessor config and example image."""
+    model.eval()
+    model.save_pretrained(str(folder), safe_serialization=True)
+    write_preprocessor(folder, size)
+    write_example(folder, size)
+
+
+def export_state(state_dir: Path, folder: Path) -> None:
+    """Write the checkpoint of an unfinished run (its last state.pt) as a loadable folder, for mid-run evaluation."""
+    import torch
+
+    state = torch.load(state_dir / "state.pt", weights_only=False)
+    args = argparse.Namespace(**state["args"])
+    tok = write_tokenizer(folder)
+    vocab = tok.get_vocab()
+    model = build_model(build_config(args, len(vocab), vocab["<|startoftext|>"], vocab["<|endoftext|>"]), args.init,
+                        args.seed)  # fmt: skip
+    model.load_state_dict(state["model"])
+    export(model, folder, args.size)
+    print(f"exported step {state['step']} of {state_dir} to {folder}", file=sys.stderr)
 
 
 def parse_args(argv=None):
@@ -359,6 +503,12 @@ def parse_args(argv=None):
     p.add_argument("--bg-present", type=int, default=1, help="group loss also asks one group to pick 'nothing'")
     p.add_argument("--curriculum", type=float, default=0.3, help="fraction of steps over which stripes ramp in")
     p.add_argument("--smoke", action="store_true", help="a cheap check: 10 steps of batch 16")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads (default: all)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its state.pt")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="how often state.pt is written")
+    p.add_argument("--eval-every", type=int, default=250, help="log validation proxies every N steps (0 = never)")
+    p.add_argument("--stop-at", type=int, default=0, help="write state.pt and stop after this many steps")
+    p.add_argument("--export", metavar="FOLDER", help="write the model of --out's state.pt to FOLDER and exit")
     args = p.parse_args(argv)
     if args.smoke:
         args.steps, args.batch = 10, 16
@@ -366,4 +516,8 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
-    train(parse_args())
+    a = parse_args()
+    if a.export:
+        export_state(Path(a.out), Path(a.export))
+    else:
+        train(a)
