@@ -56,12 +56,24 @@ def resize_linear(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
 
 
-def segmentation_pixels(image: Any, short: int = 448, long: int = 2048) -> tuple[np.ndarray, tuple[int, int]]:
-    """Image -> normalised pixels [1, 3, h, w] float32 (h, w from `rescale_size`) and the input's (H, W)."""
+def segmentation_pixels(
+    image: Any,
+    short: int = 448,
+    long: int = 2048,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Image -> normalised pixels [1, 3, h, w] float32 (h, w from `rescale_size`) and the input's (H, W).
+
+    `mean` / `std` (0-1 scale, as in a preprocessor config) are the statistics the checkpoint was trained with;
+    the default is the original pipeline's ImageNet normalisation.
+    """
     rgb = to_rgb_array(image)  # [H, W, 3] uint8
     size = rgb.shape[:2]
+    mean_255 = np.asarray(MEAN_255) if mean is None else 255.0 * np.asarray(mean, dtype=np.float64)  # [3]
+    std_255 = np.asarray(STD_255) if std is None else 255.0 * np.asarray(std, dtype=np.float64)  # [3]
     x = resize_linear(rgb, *rescale_size(*size, short, long)).astype(np.float64)
-    x = (x - np.asarray(MEAN_255)) * (1.0 / np.asarray(STD_255))  # mmcv multiplies by the reciprocal
+    x = (x - mean_255) * (1.0 / std_255)  # mmcv multiplies by the reciprocal
     return np.ascontiguousarray(x.astype(np.float32).transpose(2, 0, 1)[None]), size
 
 
@@ -269,18 +281,21 @@ def segment(
     crop: int = 448,
     stride: int = 224,
     top_k: int = 5,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> SegmentationResult:
     """The original GroupViT zero-shot segmentation of one image (path, PIL image or [H, W, 3] array).
 
     `labels`: a LabelSet (`datasets.dataset_labels("voc")`) or a list of names; a list whose first name is
     "background" turns the background rule on, as the original's class tuples do. `threshold` overrides the label
     set's (0.95 for a list); `text_embeds` [K, P] (from `classify.encode_text`) skips re-encoding the names.
+    `mean` / `std`: the checkpoint's training normalisation (0-1 scale); default the original's ImageNet one.
     """
     if mode not in ("whole", "slide"):
         raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
     ls = _label_set(labels, threshold)
     text = _text(model, ls, templates, tokenizer, text_embeds)
-    pixels, (height, width) = segmentation_pixels(image, short_side, long_side)
+    pixels, (height, width) = segmentation_pixels(image, short_side, long_side, mean, std)
     h, w = pixels.shape[-2:]
     extras: dict[str, Any] = {}
     if mode == "whole":
@@ -319,11 +334,15 @@ def hf_segment(
     tokenizer: Any = None,
     text_embeds: Any = None,
     processor: CLIPImageProcessor | None = None,
+    threshold: float | None = None,
 ) -> SegmentationResult:
-    """HF's `segmentation_logits` (soft maps, s applied twice, no top-5 gate, no background) on its processor's
-    centre crop, argmaxed over the classes and mapped back onto the input; pixels outside the crop are IGNORE_INDEX.
+    """HF's `segmentation_logits` (soft maps, s applied twice, no top-5 gate) on its processor's centre crop,
+    argmaxed over the classes and mapped back onto the input; pixels outside the crop are IGNORE_INDEX.
 
-    With a background label set, "background" keeps index 0 (so palettes line up) but never wins.
+    HF has no background rule. With a background label set, "background" keeps index 0 (so palettes line up) and
+    wins where every class's weighted cosine, `segmentation_logits / s^2` = sum_g map_g * cos(group_g, text), is
+    below `threshold`: background is a class whose score is the threshold everywhere. Without a threshold it never
+    wins.
     """
     ls = _label_set(labels, None)
     processor = processor if processor is not None else CLIPImageProcessor()
@@ -342,7 +361,12 @@ def hf_segment(
     xp = model.xp
     probs = softmax((image_embed @ xp.matrix_transpose(text)) * xp.exp(model.params["logit_scale"]))[0, ...]
     top, left, bottom, right = _crop_box(processor, height, width, ch, cw)
-    inner = resize_argmax(seg, bottom - top, right - left) + (1 if ls.background else 0)
+    if ls.background and threshold is not None:  # [K, ch, cw] -> [1 + K, ch, cw]
+        floor = xp.exp(model.params["logit_scale"]) ** 2 * float(threshold)  # the threshold on the logits' scale
+        seg = xp.concat([xp.ones_like(seg[:1, ...]) * floor, seg], axis=0)
+        inner = resize_argmax(seg, bottom - top, right - left)
+    else:
+        inner = resize_argmax(seg, bottom - top, right - left) + (1 if ls.background else 0)
     labels_map = np.full((height, width), IGNORE_INDEX, dtype=np.int64)
     # a crop larger than the resized image (HF pads) hangs over the edges: paste only the part inside
     t, lf, b, r = max(top, 0), max(left, 0), min(bottom, height), min(right, width)
@@ -356,7 +380,7 @@ def hf_segment(
         group_maps=tuple(to_numpy(m) for m in stage_maps(vis["attentions"], (gh, gw))),
         box=(top, left, bottom, right),
         method="hf",
-        meta={"mode": "whole", "resized": (ch, cw)},
+        meta={"mode": "whole", "resized": (ch, cw), "threshold": threshold if ls.background else None},
     )
 
 

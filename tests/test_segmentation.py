@@ -275,6 +275,38 @@ def test_hf_segment_is_argmax_of_hf_segmentation_logits(model, tokenizer):
     assert result.box == (0, 0, 224, 224) and result.method == "hf"
 
 
+def test_hf_segment_background_is_a_threshold_on_the_weighted_cosine(model, tokenizer):
+    image = scene(224, 224)  # the crop is the whole image: labels are the logits' argmax, no resize
+    from groupvit_np.image import CLIPImageProcessor
+
+    names = NAMES[:4]
+    enc = tokenizer([f"a photo of a {n}." for n in names], padding=True, return_tensors="np")
+    out = model(enc["input_ids"], CLIPImageProcessor()(image)["pixel_values"], enc["attention_mask"],
+                output_segmentation=True)  # fmt: skip
+    cosine = out.segmentation_logits[0] / np.exp(model.params["logit_scale"]) ** 2  # [K, H, W], in [-1, 1]
+    best = cosine.max(0)
+    values = np.unique(best)
+    i = int(0.4 * len(values))
+    threshold = float(values[i - 1] + values[i]) / 2  # a cut that splits the image, halfway between two pixels
+    expected = np.where(best < threshold, 0, cosine.argmax(0) + 1)
+    assert 0.3 < (expected == 0).mean() < 0.5
+    result = hf_segment(model, image, ["background", *names], tokenizer=tokenizer, threshold=threshold)
+    np.testing.assert_array_equal(result.labels, expected)
+    assert result.meta["threshold"] == threshold
+    never = hf_segment(model, image, ["background", *names], tokenizer=tokenizer)  # no threshold: HF's rule
+    np.testing.assert_array_equal(never.labels, cosine.argmax(0) + 1)
+
+
+def test_segmentation_pixels_take_the_checkpoints_statistics():
+    rgb = np.full((448, 448, 3), 255, dtype=np.uint8)
+    clip_mean, clip_std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    pixels, _ = segmentation_pixels(rgb, mean=clip_mean, std=clip_std)
+    # (1 - mean) / std for a white image, as CLIP's processor normalises
+    np.testing.assert_allclose(
+        pixels[0, :, 0, 0], [(1 - m) / s for m, s in zip(clip_mean, clip_std, strict=True)], rtol=1e-6
+    )
+
+
 def test_hf_segment_maps_the_centre_crop_back(model, tokenizer):
     result = hf_segment(model, scene(333, 517), dataset_labels("voc"), tokenizer=tokenizer)
     # 333 x 517 -> 224 x 347 (HF truncates), crop left (347 - 224) // 2 = 61 -> 61 * 517/347 = 90.9 in the input
