@@ -202,7 +202,7 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
     import torch.nn.functional as F
 
     b = len(scenes)
-    vis = model.vision_model(pixel_values=images, output_attentions=bool(weights["pixel"]))
+    vis = model.vision_model(pixel_values=images, output_attentions=bool(weights["pixel"] or weights["match"]))
     groups = vis.last_hidden_state  # [B, S, D], after the final LayerNorm
     s_out = groups.shape[1]
     # one projection call for pooled and per-group features so BatchNorm sees both (both are used at inference)
@@ -240,12 +240,16 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
             prob = prob[:, :-1]
         target = torch.cat([present, torch.ones(b, 1)], dim=1)[:, : prob.shape[1]]
         parts["group"] = F.binary_cross_entropy(prob, target)
-    if weights["pixel"]:  # the same choice seen through the soft pixel -> group maps (what segmentation uses)
+    if weights["pixel"] or weights["match"]:  # each final group's choice among the phrases and "nothing"
         gl = extra["group_scale"].clamp(max=math.log(100)).exp() * grp @ cls.T  # [B, S, C]
-        choice = torch.cat([gl, extra["group_bg"].expand(b, s_out, 1)], dim=-1).softmax(-1)  # [B, S, C+1]
+        choice_logits = torch.cat([gl, extra["group_bg"].expand(b, s_out, 1)], dim=-1)  # [B, S, C+1]
         att = vis.attentions[0].transpose(1, 2)  # [B, N, S0]: soft maps, columns sum to 1 over groups
         for a in vis.attentions[1:]:
             att = att @ a.transpose(1, 2)  # [B, N, S]
+    if weights["match"]:  # one group per caption phrase (one-to-one), every other group picks "nothing"
+        parts["match"] = match_loss(choice_logits.log_softmax(-1), att.mean(1).detach(), scenes)
+    if weights["pixel"]:  # the same choice seen through the soft pixel -> group maps (what segmentation uses)
+        choice = choice_logits.softmax(-1)  # [B, S, C+1]
         q = att @ choice  # [B, N, C+1]: each token's class distribution through its groups
         n_tok = q.shape[1]
         obj = q[..., :-1].topk(max(1, n_tok // 20), dim=1).values.mean(1)  # [B, C]: an object covers >= 5% of tokens
@@ -254,6 +258,51 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
         parts["pixel"] = F.binary_cross_entropy(prob, torch.cat([present, torch.ones(b, 1)], dim=1))
     total = sum(weights[k] * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def best_assignment(score: np.ndarray) -> tuple[int, ...]:
+    """Distinct rows (groups) for the columns (phrases) maximising the summed score, by trying all of them at
+    once: an n-dimensional table of sums over [S]^n with repeated groups masked out (n <= 3 phrases here)."""
+    s_out, n = score.shape
+    total = np.zeros((s_out,) * n)
+    for j in range(n):
+        total = total + score[:, j].reshape((1,) * j + (s_out,) + (1,) * (n - j - 1))
+    grids = np.indices(total.shape)
+    for a in range(n):
+        for c in range(a + 1, n):
+            total = np.where(grids[a] == grids[c], -np.inf, total)
+    return tuple(int(g) for g in np.unravel_index(int(np.argmax(total)), total.shape))
+
+
+def match_loss(logp, mass, scenes):
+    """Set supervision of the final groups by the caption's phrases (as DETR matches queries to objects).
+
+    `logp` [B, S, C+1]: each group's log-probabilities over the C phrases and "nothing"; `mass` [B, S]: the share
+    of image tokens each group holds. The phrases of a caption are matched one-to-one to the groups that name
+    them best (all assignments tried; S <= 8). A matched group is asked for its phrase; an unmatched group for
+    "nothing", weighted by its token share, so an empty group costs nothing. A group that holds two objects can
+    name only one of them, so the other phrase must be carried by a group of its own: this is what pulls
+    objects apart, where the multiple-instance loss alone lets neighbours share a group. Labels come from the
+    caption only.
+    """
+    import torch
+
+    table = logp.detach().numpy()  # [B, S, C+1]
+    b, s_out, nothing = logp.shape[0], logp.shape[1], logp.shape[2] - 1
+    rows, cols, weight = [], [], []
+    for i, scene in enumerate(scenes):
+        phrases = [k - 1 for k in scene.class_ids]
+        best = best_assignment(table[i][:, phrases])
+        for g in range(s_out):
+            rows.append(i * s_out + g)
+            if g in best:
+                cols.append(phrases[best.index(g)])
+                weight.append(1.0 / len(phrases))
+            else:
+                cols.append(nothing)
+                weight.append(float(mass[i, g]))
+    flat = logp.reshape(b * s_out, -1)[torch.tensor(rows), torch.tensor(cols)]  # [B*S]
+    return -(torch.tensor(weight) * flat).sum() / b
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -303,7 +352,8 @@ def _resume_state(out: Path, args):
         sys.exit(f"train_demo: --resume: {path} does not exist (start without --resume)")
     state = torch.load(path, weights_only=False)
     given = {k: getattr(args, k) for k in RECIPE}
-    saved = {k: state["args"][k] for k in RECIPE}
+    defaults = vars(parse_args(["--out", str(out)]))  # states written before an argument existed
+    saved = {k: state["args"].get(k, defaults[k]) for k in RECIPE}
     if {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()} != {
         k: list(v) if isinstance(v, tuple) else v for k, v in saved.items()
     }:
@@ -369,12 +419,21 @@ def train(args) -> Path:
         "group_scale": torch.nn.Parameter(torch.tensor(math.log(1 / 0.07))),
         "group_bg": torch.nn.Parameter(torch.tensor(0.0)),
     })  # fmt: skip
+    if args.init_from and state is None:  # a second phase: the weights of another run, a fresh optimiser
+        start = torch.load(args.init_from, weights_only=False)
+        own = model.state_dict()
+        fits = {k: v for k, v in start["model"].items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(fits, strict=False)  # tensors whose shape changed keep their fresh init
+        extra.load_state_dict(start["extra"])
+        print(f"--init-from: {len(fits)} of {len(own)} tensors taken; new: {sorted(set(own) - set(fits))}",
+              file=sys.stderr)  # fmt: skip
     weights = {
         "clip": 1.0,
         "multi": args.multi,
         "group": args.group,
         "bg_present": args.bg_present,
         "pixel": args.pixel,
+        "match": args.match,
     }
 
     def decays(name, p):  # no weight decay on norms, biases, group tokens and position tables
@@ -500,6 +559,8 @@ def parse_args(argv=None):
     p.add_argument("--multi", type=float, default=1.0, help="weight of the multi-label phrase loss (0 = off)")
     p.add_argument("--group", type=float, default=0.0, help="weight of the group multiple-instance loss (0 = off)")
     p.add_argument("--pixel", type=float, default=1.0, help="weight of the token-level (pixel) MIL loss (0 = off)")
+    p.add_argument("--match", type=float, default=0.0, help="weight of the phrase-to-group matching loss (0 = off)")
+    p.add_argument("--init-from", metavar="STATE", help="start from the weights of another run's state.pt")
     p.add_argument("--bg-present", type=int, default=1, help="group loss also asks one group to pick 'nothing'")
     p.add_argument("--curriculum", type=float, default=0.3, help="fraction of steps over which stripes ramp in")
     p.add_argument("--smoke", action="store_true", help="a cheap check: 10 steps of batch 16")
