@@ -86,6 +86,7 @@ def test_output_normalisation_ignores_noise_only():
     assert tool.normalise("<Figure at 0x7f3a2c1d>  took 1.25 s, err 8.9e-16") == tool.normalise(
         "<Figure at 0x55aa01>  took 3 ms, err 1.1e-13"
     )
+    assert tool.normalise("difference 0.0e+00") == tool.normalise("difference 2.2e-16")
     assert tool.normalise("error 2.8e-07") != tool.normalise("error 3.1e-07")  # float32 sizes are not noise
     assert tool.normalise("cosine 0.93") != tool.normalise("cosine 0.94")
     assert tool.normalise("stage 1: 16 groups\x1b[0m  ") == "stage 1: 16 groups"

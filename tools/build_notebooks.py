@@ -14,9 +14,9 @@ notebooks/_common.py).
 
 Staleness: `output_texts` reduces a notebook to the text its cells printed (streams, the text/plain of results and
 displays, error names), normalised so that only real changes show: memory addresses, timings and rounding-level
-floats (scientific notation with an exponent of -9 or below, float64 noise that differs between BLAS builds) are
-replaced by placeholders. `stale_outputs` compares a fresh execution with the committed file; the notebook test and
-`--check` use it, so a committed output that no longer matches the code fails CI.
+floats (scientific notation with an exponent of -9 or below, or a zero so written: float64 noise that differs
+between BLAS builds) are replaced by placeholders. `stale_outputs` compares a fresh execution with the committed
+file; the notebook test and `--check` use it, so a committed output that no longer matches the code fails CI.
 """
 
 from __future__ import annotations
@@ -87,12 +87,18 @@ _TIME = re.compile(r"\b\d+(?:\.\d+)?\s?(?:ms|µs|us|ns|s|sec|seconds|min)\b")
 _SCIENTIFIC = re.compile(r"[-+]?\d+(?:\.\d*)?[eE]([-+]?\d+)")
 
 
+def _is_tiny(match: re.Match) -> bool:
+    """A float in scientific notation that is rounding-level: exponent <= -9, or zero (a check that came out exact
+    here may come out 1e-16 on another machine)."""
+    return int(match.group(1)) <= -TINY_EXPONENT or float(match.group(0)) == 0.0
+
+
 def normalise(text: str) -> str:
     """Text output without what legitimately changes between runs and machines (see the module docstring)."""
     text = plain(text)
     text = _ADDRESS.sub("0x<address>", text)
     text = _TIME.sub("<time>", text)
-    text = _SCIENTIFIC.sub(lambda m: "<tiny>" if int(m.group(1)) <= -TINY_EXPONENT else m.group(0), text)
+    text = _SCIENTIFIC.sub(lambda m: "<tiny>" if _is_tiny(m) else m.group(0), text)
     return "\n".join(line.rstrip() for line in text.splitlines())
 
 
