@@ -247,8 +247,7 @@ print("max |straight-through value - one-hot| =", _common.below(np.abs(st - hard
 # | $\mathrm{Out} = W V$ | $dW = d\mathrm{Out} \, V^\top$, $\; dV = W^\top d\mathrm{Out}$ |
 #
 # The softmax runs over the groups, hence the sum over $s'$ in its row; the row normalisation $c_s$ depends on the
-# whole row, hence its second term. Written in NumPy, on the block's
-# real $Q$, $K$, $V$:
+# whole row, hence its second term. Written in NumPy, on the block's real $Q$, $K$, $V$:
 
 # %%
 rng = np.random.default_rng(0)

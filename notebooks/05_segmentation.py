@@ -394,7 +394,7 @@ for b in order[:3]:
 # * **split over segments**: with 4 final segments for up to 3 objects plus background, objects must share a
 #   segment whenever the background takes two.
 #
-# The per-class figures on the model card agree: colour is usually right, shape often wrong.
+# The model card reads its per-class figures the same way: colour is usually right, shape often wrong.
 #
 # ## 4. The background threshold
 #
@@ -549,6 +549,7 @@ show(ax, draw_labels(image, result.labels), "segment(...)")
 plt.show()
 
 # %% [markdown]
+# <!-- CHECKPOINT-DEPENDENT: "finding objects works better than naming them" (the 8x8 checkpoint's section 3). -->
 # **Summary.** Both methods read the same model outputs: final segment tokens projected into the text space and
 # the product of the soft assignment maps. HF-style blends all segments softly and has no background;
 # original-style hands each pixel to one segment, restricts the classes to the image's top five and thresholds
