@@ -54,9 +54,9 @@ def vision_stage(
 ) -> tuple[Any, Any, Any]:
     """One stage: append group tokens, run the layers, split, group.  # [B, N, D] -> [B, S, D], [B, G, D], [B, S, N]
 
-    The group tokens are the learned table, plus (stage 1) a token-mixing projection of the previous stage's
-    group tokens. Returns the new tokens, the post-layer group tokens (the next stage's `prev_groups`) and the
-    soft assignment; a stage without group tokens returns (x, None, None).
+    The group tokens are the learned table, plus (in the second grouping stage) a token-mixing projection of the
+    first stage's group tokens. Returns the new tokens, the post-layer group tokens (the next stage's
+    `prev_groups`) and the soft assignment; a stage without group tokens returns (x, None, None).
     """
     xp = namespace(x)
     b, n, d = x.shape

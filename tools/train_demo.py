@@ -553,7 +553,7 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--patch", type=int, default=8)
     p.add_argument("--depths", default="2,2,1")
-    p.add_argument("--groups", default="16,4", help="output groups of stage 0 and 1 (the final stage keeps the last)")
+    p.add_argument("--groups", default="16,4", help="output groups of grouping stages 1 and 2 (stage 3 keeps the last)")
     p.add_argument("--radius", type=float, nargs=2, default=(8.0, 14.0))
     p.add_argument("--init", choices=("hf", "original"), default="original")
     p.add_argument("--multi", type=float, default=1.0, help="weight of the multi-label phrase loss (0 = off)")
