@@ -11,7 +11,19 @@ import pytest
 from groupvit_np.attention import fuse_projections, multi_head_attention, project_heads, text_attention_mask
 from groupvit_np.grouping import assign_attention, gumbel_softmax, hard_softmax, one_hot_argmax
 from groupvit_np.heads import contrastive_loss, token_grid
-from groupvit_np.ops import batch_norm_eval, erf, gelu, l2_normalize, layer_norm, mixer_mlp, mlp, quick_gelu, softmax
+from groupvit_np.ops import (
+    batch_norm_eval,
+    erf,
+    gelu,
+    l2_normalize,
+    layer_norm,
+    linear,
+    mixer_mlp,
+    mlp,
+    quick_gelu,
+    softmax,
+)
+from groupvit_np.vision import patch_embed
 from groupvit_np.weights import nest
 
 rng = np.random.default_rng(0)
@@ -101,6 +113,22 @@ def test_fused_projections_match_the_separate_ones_and_never_go_stale():
         multi_head_attention(q_in, kv_in, fused, heads)[0],
         multi_head_attention(q_in, kv_in, separate, heads)[0],
         atol=1e-13,
+    )
+
+
+def test_half_precision_weights_give_bitwise_the_float32_product():
+    # Shapes where OpenBLAS's kernels for W^T as a transposed view and as a (Din, Dout) copy round differently
+    # (1e-5 apart here with NumPy 2.4's OpenBLAS), so a product that let NumPy widen the transposed float16 view
+    # would not be bitwise equal: both checks failed before `linear` and `patch_embed` widened W first.
+    x = rng.normal(size=(3, 64, 128)).astype(np.float32)
+    p16 = {"weight": rng.normal(size=(37, 128)).astype(np.float16), "bias": rng.normal(size=37).astype(np.float32)}
+    p32 = {**p16, "weight": p16["weight"].astype(np.float32)}
+    np.testing.assert_array_equal(linear(x, p16), linear(x, p32))
+    conv16 = {"weight": rng.normal(size=(37, 3, 8, 8)).astype(np.float16), "bias": p16["bias"]}
+    pixels = rng.normal(size=(2, 3, 64, 64)).astype(np.float32)
+    np.testing.assert_array_equal(
+        patch_embed(pixels, conv16, 8),
+        patch_embed(pixels, {**conv16, "weight": conv16["weight"].astype(np.float32)}, 8),
     )
 
 
