@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from parity import assert_close
 from PIL import Image
 
 from groupvit_np import GroupViTModel
@@ -43,7 +44,7 @@ def test_encode_text_averages_unnormalised_features_then_normalises(model, token
             feats.append(np.asarray(model.get_text_features(enc["input_ids"], enc["attention_mask"]))[0])
         mean = np.mean(feats, axis=0)
         # float64; padding only adds masked positions after EOS, so the features agree to rounding
-        np.testing.assert_allclose(got[k], mean / np.linalg.norm(mean), rtol=0, atol=1e-12)
+        assert_close(got[k], mean / np.linalg.norm(mean), atol=1e-12)
     # averaging the normalised prompts instead gives another vector: the order matters
     normed = [f / np.linalg.norm(f) for f in feats]
     assert np.abs(got[-1] - np.mean(normed, axis=0) / np.linalg.norm(np.mean(normed, axis=0))).max() > 1e-6
@@ -62,14 +63,14 @@ def test_classify_is_softmax_of_the_models_logits(model, tokenizer):
     assert sorted(k for k, _ in ranked) == sorted(labels)
     probs = [p for _, p in ranked]
     assert probs == sorted(probs, reverse=True)
-    np.testing.assert_allclose(sum(probs), 1.0, atol=1e-12)
+    assert_close(sum(probs), 1.0, atol=1e-12)
     # the same image through the model's own CLIP logits (single template: no averaging; s = 14.3 < 100)
     enc = tokenizer(labels, padding=True, return_tensors="np")
     logits = np.asarray(model(enc["input_ids"], classification_pixels(image()), enc["attention_mask"]).logits_per_image)
     expected = np.exp(logits[0] - logits[0].max())
     expected /= expected.sum()
     # float64 both ways; ranked order and values from the same math
-    np.testing.assert_allclose([dict(ranked)[k] for k in labels], expected, rtol=0, atol=1e-12)
+    assert_close([dict(ranked)[k] for k in labels], expected, atol=1e-12)
 
 
 def test_default_templates_and_precomputed_embeddings_agree(model, tokenizer):

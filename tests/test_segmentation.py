@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from parity import assert_close
 from PIL import Image
 
 from groupvit_np import GroupViTModel
@@ -174,12 +175,12 @@ def test_whole_mode_groups_split_the_image(model, tokenizer):
     assert [m.shape for m in result.group_maps] == [(64, 28, 43), (8, 28, 43)]  # 448 x 696 -> 28 x 43 tokens
     # soft maps: each token's cumulative assignment over the groups of a stage sums to 1
     for m in result.group_maps:
-        np.testing.assert_allclose(m.sum(axis=0), 1.0, atol=1e-12)  # float64 sums of softmax products
+        assert_close(m.sum(axis=0), 1.0, atol=1e-12)  # float64 sums of softmax products
     stage2 = result.group_labels(1)
     assert stage2.shape == (333, 517) and len(np.unique(stage2)) >= 3
     assert len(np.unique(result.labels)) >= 2  # background and at least one class
     assert result.group_scores.shape == (8, 4)
-    np.testing.assert_allclose(result.probabilities.sum(), 1.0, atol=1e-12)
+    assert_close(result.probabilities.sum(), 1.0, atol=1e-12)
 
 
 def test_slide_mode_has_no_group_maps(model, tokenizer):
@@ -362,6 +363,6 @@ def test_every_backend_gives_the_numpy_labels(model, tokenizer, backend):
         ref = segment(model, image, names, mode=mode, threshold=0.6, text_embeds=text)
         # float64 everywhere; the same operations, possibly another BLAS: identical argmax maps
         np.testing.assert_array_equal(ours.labels, ref.labels)
-        np.testing.assert_allclose(ours.probabilities, ref.probabilities, rtol=0, atol=1e-12)
+        assert_close(ours.probabilities, ref.probabilities, atol=1e-12)
     hf = hf_segment(other, image, names[1:], tokenizer=tokenizer)  # encoded on the device
     np.testing.assert_array_equal(hf.labels, hf_segment(model, image, names[1:], text_embeds=text).labels)
