@@ -137,9 +137,9 @@ def test_single_text_shapes_and_errors(tok):
     assert tok([], return_tensors="np").input_ids.shape == (0, 0)  # HF raises on an empty batch; we do not
     with pytest.raises(ValueError, match="padding=True"):
         tok(["a", "a cat"], return_tensors="np")  # HF 4.57.6 returns a ragged dtype=object array instead
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="return_tensors='pt'"):  # the message names the value refused
         tok("a", return_tensors="pt")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="padding='left'"):
         tok("a", padding="left")
     with pytest.raises(ValueError, match="outside the vocabulary"):
         tok.decode([49408])
