@@ -95,7 +95,11 @@ def test_save_and_load_round_trip(tmp_path):
 def test_matches_hf_processor_end_to_end(tmp_path):
     # Raw strings and an image file through HF's slow tokenizer + slow image processor and through ours.
     transformers = pytest.importorskip("transformers")
+    from clip_vocab import hf_files
+
     CLIPProcessor.from_pretrained().save_pretrained(tmp_path)
+    for name, text in hf_files().items():  # HF reads CLIP's vocabulary as built independently of the package
+        assert (tmp_path / name).read_text(encoding="utf-8") == text, name
     hf = transformers.CLIPProcessor(
         image_processor=transformers.CLIPImageProcessor.from_pretrained(tmp_path),
         tokenizer=transformers.CLIPTokenizer.from_pretrained(tmp_path),
