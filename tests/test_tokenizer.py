@@ -19,6 +19,7 @@ import pytest
 from groupvit_np.tokenizer import CLIPTokenizer, bpe_merge, bytes_to_unicode, get_pairs, vocab_from_merges
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import clip_vocab  # noqa: E402
 from tokenizer_corpus import all_texts, batch_cases, fuzz_texts  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tokenizer_golden.json.gz"
@@ -43,6 +44,7 @@ def test_bytes_to_unicode_is_a_printable_bijection():
     assert all(c.isprintable() and not c.isspace() for c in table.values())  # BPE never sees a space or control
     assert table[ord("a")] == "a" and table[0x00] == "\u0100" and table[0x20] == "\u0120"  # "Ā", "Ġ"
     assert list(table)[:3] == [ord("!"), ord('"'), ord("#")]  # printables first: this order is the vocab's
+    assert list(table.items()) == clip_vocab.byte_alphabet()  # the independent derivation, order included
 
 
 def test_get_pairs_and_bpe_merge_worked_examples():
@@ -57,7 +59,8 @@ def test_get_pairs_and_bpe_merge_worked_examples():
 
 
 def test_vocabulary_matches_clip(tok):
-    assert tok.vocab_size == 49408
+    assert tok.vocab_size == clip_vocab.PUBLIC_VOCAB_SIZE == 49408
+    assert {t: tok.encoder[t] for t in clip_vocab.PUBLIC_IDS} == clip_vocab.PUBLIC_IDS  # ids stated in public
     assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id) == (BOS, EOS, EOS, EOS)
     assert tok.decoder[0] == "!" and tok.decoder[256] == "!</w>" and tok.decoder[320] == "a</w>"
     assert tok.decoder[512] == "".join(next(iter(tok.bpe_ranks)))  # the first merge, "i n" -> "in"
@@ -65,7 +68,21 @@ def test_vocabulary_matches_clip(tok):
     # The published openai/clip-vit-base-patch32 vocab.json, serialised with sorted keys, is 951508 characters
     # (checked against a public copy, with ids spot-checked at both ends); a different derivation would not be.
     assert len(json.dumps(tok.encoder, sort_keys=True, ensure_ascii=False)) == 951508
-    assert vocab_from_merges(list(tok.bpe_ranks)) == tok.encoder
+    # The package's rule against the independent one (tests/clip_vocab.py), on the merges read independently too.
+    merges = clip_vocab.clip_merges()
+    assert tok.encoder == clip_vocab.clip_vocab(merges)
+    assert list(tok.bpe_ranks) == [tuple(line.split(" ")) for line in merges]  # in rank order
+    assert vocab_from_merges([tuple(line.split(" ")) for line in merges]) == tok.encoder
+    assert tok.encode("a photo of a cat") == clip_vocab.A_PHOTO_OF_A_CAT
+
+
+def test_shipped_checkpoint_tokenizer_files_are_clips():
+    """The tiny checkpoint's vocab.json and merges.txt, byte for byte what the independent helper writes."""
+    from groupvit_np._resources import data_dir
+
+    folder = data_dir("weights") / "groupvit-tiny-random"
+    for name, text in clip_vocab.hf_files().items():
+        assert (folder / name).read_text(encoding="utf-8") == text, name
 
 
 # --- ladder --------------------------------------------------------------------------------------------------------
@@ -137,9 +154,9 @@ def test_single_text_shapes_and_errors(tok):
     assert tok([], return_tensors="np").input_ids.shape == (0, 0)  # HF raises on an empty batch; we do not
     with pytest.raises(ValueError, match="padding=True"):
         tok(["a", "a cat"], return_tensors="np")  # HF 4.57.6 returns a ragged dtype=object array instead
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="return_tensors='pt'"):  # the message names the value refused
         tok("a", return_tensors="pt")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="padding='left'"):
         tok("a", padding="left")
     with pytest.raises(ValueError, match="outside the vocabulary"):
         tok.decode([49408])
@@ -244,6 +261,13 @@ def test_fuzz_matches_hf_live(tok, hf):
         assert tok.encode(text) == ids, repr(text)
         assert tok.decode(ids) == hf.decode(ids), repr(text)
         assert tok.decode(ids, True, True) == hf.decode(ids, True, clean_up_tokenization_spaces=True), repr(text)
+
+
+@pytest.mark.reference
+def test_hf_on_the_independent_files_gives_the_public_ids(hf):
+    assert hf.vocab_size == clip_vocab.PUBLIC_VOCAB_SIZE
+    assert hf("a photo of a cat").input_ids == clip_vocab.A_PHOTO_OF_A_CAT
+    assert hf.convert_tokens_to_ids(list(clip_vocab.PUBLIC_IDS)) == list(clip_vocab.PUBLIC_IDS.values())
 
 
 @pytest.mark.reference
