@@ -248,7 +248,7 @@ def test_cli_download_and_model_from_repo_id(hub, env, capsys):
     assert capsys.readouterr().out.strip() == str(env / "models--owner--tiny" / "snapshots" / MAIN)
     assert main(["download", "owner/missing"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("groupvit-np: error:") and err.count("\n") == 1
+    assert err.startswith("groupvit-np download: error:") and err.count("\n") == 1
     from groupvit_np import GroupViTModel
 
     assert GroupViTModel.from_pretrained("owner/tiny").config.text_config.vocab_size == 99
