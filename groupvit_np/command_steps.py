@@ -12,7 +12,7 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,28 +167,41 @@ def inference_defaults(folder: Path) -> dict[str, Any]:
     return found
 
 
-def text_embeddings(args: argparse.Namespace, model: Any, names: list[str], templates: list[str], tokenizer: Any):
+def text_embeddings(args: argparse.Namespace, model: Any, names: list[str], templates: list[str], tokenizer: Any,
+                    defaults: dict[str, Any]) -> Any:  # fmt: skip
     """The prompt-ensembled class embeddings, after a warning when the checkpoint's vocabulary lacks the words."""
     from .classify import encode_text
 
-    warn_vocabulary(args, tokenizer, names, templates)
+    warn_vocabulary(args, tokenizer, [t.format(n) for n in names for t in templates], defaults.get("labels"))
     try:
         return encode_text(model, names, templates, tokenizer)
     except ValueError as e:  # a template from segmentation.json, or NaN features
         raise UserError(about_checkpoint(args, e)) from None
 
 
-def warn_vocabulary(args: argparse.Namespace, tokenizer: Any, names: list[str], templates: list[str]) -> None:
+def warn_vocabulary(args: argparse.Namespace, tokenizer: Any, prompts: list[str], trained_on: Any = None) -> None:
     """One line on stderr when prompts hold words a checkpoint's own small vocabulary lacks (the demo checkpoint
-    knows the words of its scenes, nothing else). CLIP's 49408-token BPE encodes any text: no check there."""
+    knows the words of its scenes, nothing else). CLIP's 49408-token BPE encodes any text: no check there.
+    `trained_on`: the checkpoint's labels (segmentation.json), named in the warning."""
     if len(tokenizer) >= 49408 or not hasattr(tokenizer, "words_not_in_vocab"):
         return
-    unknown = [w for n in names for t in templates for w in tokenizer.words_not_in_vocab(t.format(n))]
+    unknown = dict.fromkeys(w for p in prompts for w in tokenizer.words_not_in_vocab(p))
     if unknown:
-        known = sorted({t[:-4] for t in tokenizer.get_vocab() if t.endswith("</w>") and len(t) > 5 and t[0].isalpha()})
-        print(f"warning: {', '.join(dict.fromkeys(unknown))}: not in the vocabulary of {weights_name(args)}, which "
-              f"knows only {', '.join(known[:24])}; its answers about them mean nothing, and {REAL}",
-              file=sys.stderr)  # fmt: skip
+        words = sorted({w for label in trained_on or () for w in str(label).split()})
+        known = f" (its words: {', '.join(words)})" if words else ""
+        print(f"warning: {', '.join(unknown)}: not in the vocabulary of the checkpoint {weights_name(args)}{known}; "
+              f"its answers about them mean nothing, and {REAL}", file=sys.stderr)  # fmt: skip
+
+
+def warn_fonts(names: Sequence[str]) -> None:
+    """One line on stderr when no font on this system draws some characters of the class names."""
+    from .viz import undrawable
+
+    missing = undrawable(names)
+    if missing:
+        which = ", ".join(n for n in names if set(n) & set(missing))
+        print(f"warning: no font on this system draws {missing} (in {which}); those names show as boxes in the "
+              "pictures: install a font that covers them (e.g. Noto Sans CJK)", file=sys.stderr)  # fmt: skip
 
 
 def about_checkpoint(args: argparse.Namespace, err: Exception) -> str:

@@ -33,6 +33,7 @@ from .command_steps import (
     positive_int,
     read_image,
     text_embeddings,
+    warn_fonts,
     warn_vocabulary,
     weights_name,
 )
@@ -61,6 +62,7 @@ def run_segment(args: argparse.Namespace) -> int:
     check_arguments(args)
     ls = label_set(args)
     check_images(args.images)
+    warn_fonts(ls.class_names)
     model, folder = load_model(args)
     tokenizer, defaults = load_tokenizer(folder), inference_defaults(folder)
     templates = args.template or defaults.get("templates") or ["a photo of a {}."]
@@ -73,7 +75,7 @@ def run_segment(args: argparse.Namespace) -> int:
         from .image import CLIPImageProcessor
 
         processor = CLIPImageProcessor.from_pretrained(folder)
-    text = text_embeddings(args, model, list(ls.foreground), templates, tokenizer)
+    text = text_embeddings(args, model, list(ls.foreground), templates, tokenizer, defaults)
     results, failed = [], 0
     bar = Progress(len(args.images), "segmenting") if len(args.images) > 1 and not args.json else None
     for path, stem in zip(args.images, output_stems(args.images), strict=True):
@@ -149,7 +151,7 @@ def run_classify(args: argparse.Namespace) -> int:
     model, folder = load_model(args)
     tokenizer, defaults = load_tokenizer(folder), inference_defaults(folder)
     templates = args.template or defaults.get("templates") or list(CLASSIFICATION_TEMPLATES)
-    text = text_embeddings(args, model, labels, templates, tokenizer)
+    text = text_embeddings(args, model, labels, templates, tokenizer, defaults)
     results = []
     for path in args.images:
         try:
@@ -188,7 +190,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     model, folder = load_model(args)
     tokenizer = load_tokenizer(folder)
-    warn_vocabulary(args, tokenizer, list(dataset_labels(args.dataset).foreground), list(SEGMENTATION_TEMPLATES))
+    prompts = [t.format(n) for n in dataset_labels(args.dataset).foreground for t in SEGMENTATION_TEMPLATES]
+    warn_vocabulary(args, tokenizer, prompts, inference_defaults(folder).get("labels"))
     try:
         metrics = evaluate(model, args.dataset, args.data_root, args.out, mode=args.mode, limit=args.limit,
                            restart=args.restart, tokenizer=tokenizer, weights=weights_name(args))  # fmt: skip
