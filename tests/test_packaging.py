@@ -87,7 +87,7 @@ def test_wheel_carries_its_data(tmp_path):
     (site_packages / "zz_running_environment.pth").write_text("".join(f"{s}\n" for s in shadows))
 
     # The dependencies are resolved, not skipped: one the running environment lacks fails here, by name.
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k not in ("PYTHONPATH", "PYTHONHOME")}
     clean.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONNOUSERSITE="1")
     installed = subprocess.run([python, "-m", "pip", "install", "--no-index", "-q", str(wheel)], env=clean,
                                capture_output=True, text=True)  # fmt: skip

@@ -18,7 +18,6 @@ import pytest
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 
-import groupvit_np.command_steps as steps
 from groupvit_np import __version__
 from groupvit_np._resources import data_dir
 from groupvit_np.cli import main
@@ -333,8 +332,8 @@ def test_version(capsys):
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_a_large_image_is_decoded_smaller_with_a_progress_line(tmp_path, capsys, monkeypatch, fmt):
-    monkeypatch.setattr(steps, "LARGE_IMAGE", 100_000)  # stand-ins for 64 Mpx and 1024 px, at test sizes
-    monkeypatch.setattr(steps, "REDUCE_TO", 64)
+    monkeypatch.setattr("groupvit_np.command_steps.LARGE_IMAGE", 100_000)  # for 64 Mpx and 1024 px, at test sizes
+    monkeypatch.setattr("groupvit_np.command_steps.REDUCE_TO", 64)
     path = tmp_path / f"big.{fmt.lower()}"
     Image.fromarray(make_scene(2, size=64).image).resize((400, 300)).save(path, format=fmt)
     if fmt == "JPEG":  # the decoder's DCT scaling, not a reduce() of the full-size pixels
