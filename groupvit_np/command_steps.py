@@ -162,16 +162,28 @@ def inference_defaults(folder: Path) -> dict[str, Any]:
         found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {path}: {_first_line(e)}") from None
+    kinds = {"templates": list, "labels": list, "image_size": int, "threshold_original": (int, float)}
     if not isinstance(found, dict):
         raise UserError(f"{path}: expected a JSON object, found {type(found).__name__}")
+    for key, kind in kinds.items():
+        if key in found and (not isinstance(found[key], kind) or isinstance(found[key], bool)):
+            wanted = getattr(kind, "__name__", "number")
+            raise UserError(f"{path}: {key} is a {type(found[key]).__name__}, not a {wanted}")
+    if not all(isinstance(t, str) for t in found.get("templates", [])) or found.get("image_size", 1) < 1:
+        raise UserError(f"{path}: templates must be strings and image_size a positive number of pixels")
     return found
 
 
 def text_embeddings(args: argparse.Namespace, model: Any, names: list[str], templates: list[str], tokenizer: Any,
                     defaults: dict[str, Any]) -> Any:  # fmt: skip
     """The prompt-ensembled class embeddings, after a warning when the checkpoint's vocabulary lacks the words."""
-    from .classify import encode_text
+    from .classify import check_template, encode_text
 
+    for template in templates:  # --template is checked up front; the checkpoint's segmentation.json only now
+        try:
+            check_template(template)
+        except ValueError as e:
+            raise UserError(str(e)) from None
     warn_vocabulary(args, tokenizer, [t.format(n) for n in names for t in templates], defaults.get("labels"))
     try:
         return encode_text(model, names, templates, tokenizer)
@@ -256,8 +268,12 @@ class Steps:
         self.open = True
 
     def done(self) -> None:
+        self.end(f"; done in {time.monotonic() - self.started:.1f} s")
+
+    def end(self, text: str = "") -> None:
+        """Finish the line (a failure's own message then starts on the next one)."""
         if self.open:
-            sys.stderr.write(f"; done in {time.monotonic() - self.started:.1f} s\n")
+            sys.stderr.write(text + "\n")
             self.open = False
 
 

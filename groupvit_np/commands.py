@@ -74,7 +74,10 @@ def run_segment(args: argparse.Namespace) -> int:
     if (folder / "preprocessor_config.json").is_file():
         from .image import CLIPImageProcessor
 
-        processor = CLIPImageProcessor.from_pretrained(folder)
+        try:
+            processor = CLIPImageProcessor.from_pretrained(folder)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read the checkpoint's image settings: {e}") from None
     text = text_embeddings(args, model, list(ls.foreground), templates, tokenizer, defaults)
     results, failed = [], 0
     bar = Progress(len(args.images), "segmenting") if len(args.images) > 1 and not args.json else None
@@ -92,8 +95,11 @@ def run_segment(args: argparse.Namespace) -> int:
                 steps.say("writing pictures")
             files = save_segmentation(rgb, res, ls.palette, args.out, stem)
             steps.done()
+        except KeyboardInterrupt:
+            steps.end()
+            raise
         except (UserError, ValueError, OSError) as e:  # ValueError: e.g. too thin to hold a patch once resized
-            steps.done()
+            steps.end()
             if _is_broken_model(e):
                 raise UserError(about_checkpoint(args, e)) from None
             print(f"{PROG} segment: error: {e if isinstance(e, UserError) else f'{path}: {e}'}", file=sys.stderr)

@@ -381,3 +381,16 @@ def test_names_no_font_draws_are_reported_once(scene, tmp_path, capsys, monkeypa
     lines = [line for line in err.splitlines() if "font" in line]
     assert lines == ["warning: no font on this system draws é猫 (in café, 猫); those names show as boxes in the "
                      "pictures: install a font that covers them (e.g. Noto Sans CJK)"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [('{"templates": "a {}"}', "templates is a str, not a list"), ('{"image_size": "64"}', "image_size is a str"),
+     ('{"templates": ["a {} {}"]}', "template 'a {} {}' must hold exactly one"), ("[]", "expected a JSON object")],
+)  # fmt: skip
+def test_broken_checkpoint_settings_are_one_line(scene, tmp_path, capsys, settings, reason):
+    ckpt = tmp_path / "demo"
+    shutil.copytree(DEMO, ckpt)
+    (ckpt / "segmentation.json").write_text(settings)
+    rc, out, err = cli(["segment", scene, "--labels", "red circle", "--weights", ckpt, "--out", tmp_path], capsys)
+    assert rc == 1 and out == "" and reason in one_line(err)
