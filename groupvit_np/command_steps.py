@@ -35,6 +35,9 @@ class UsageError(UserError):
 
 
 def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A subcommand that prints its UserError as one line and returns 1 (UsageError: 2; Ctrl-C: 130). While it
+    runs, Pillow's pixel limit gives way to the command's own --max-pixels check."""
+
     @functools.wraps(fn)
     def run(args: argparse.Namespace) -> int:
         from PIL import Image

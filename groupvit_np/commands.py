@@ -4,7 +4,7 @@
 exit status (the convention of `cli.py`). Mistakes a user can fix (a missing image, weights that are not there)
 print one line on stderr and return 1; flags that contradict each other return 2, as argparse's own errors do;
 Ctrl-C returns 130. Nothing is loaded before the arguments and files have been checked. `--json` prints results
-on stdout.
+on stdout. The steps they share (checks, loading, warnings) are in `command_steps.py`.
 """
 
 from __future__ import annotations
