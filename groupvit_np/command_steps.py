@@ -22,7 +22,8 @@ HOW_TO_GET = ("pass --weights with a checkpoint folder, a weights file or a Hub 
               f"model with `{PROG} download nvidia/groupvit-gcc-yfcc`")  # fmt: skip
 REAL = "real photos need a real checkpoint (--weights nvidia/groupvit-gcc-yfcc)"
 MAX_PIXELS = 178_956_970  # Pillow's default refusal limit (2 * PIL.Image.MAX_IMAGE_PIXELS)
-LARGE_IMAGE = 1 << 26  # pixels (8192 x 8192): decoded at a reduced scale, with a progress line
+LONG_IMAGE = 1 << 24  # pixels (4096 x 4096): seconds of work, so a progress line says which step is running
+LARGE_IMAGE = 1 << 26  # pixels (8192 x 8192): decoded at a reduced scale
 REDUCE_TO = 1024  # a large image's short side after the decoder's reduction
 
 
@@ -229,7 +230,8 @@ def about_checkpoint(args: argparse.Namespace, err: Exception) -> str:
 
 def read_image(path: str, max_pixels: int, say: Callable[[str], None] | None = None) -> tuple[Any, float]:
     """An image file as an RGB array and the scale it was decoded at: 1.0, or less for an image over LARGE_IMAGE
-    pixels, which the decoder shrinks (see `image.load_image`) after `say(message)` announces it."""
+    pixels, which the decoder shrinks (see `image.load_image`). For one over LONG_IMAGE pixels, `say(message)`
+    starts a progress line first."""
     from PIL import Image
 
     from .image import ImageTooLarge, load_image, to_rgb_array
@@ -241,8 +243,8 @@ def read_image(path: str, max_pixels: int, say: Callable[[str], None] | None = N
         w = h = 0
     try:
         reduce_to = REDUCE_TO if w * h > LARGE_IMAGE else None
-        if reduce_to and say is not None and w * h <= max_pixels:
-            say(f"{path}: {w}x{h} pixels; decoding at a reduced scale")
+        if w * h > LONG_IMAGE and say is not None and w * h <= max_pixels:
+            say(f"{path}: {w}x{h} pixels; decoding" + (" at a reduced scale" if reduce_to else ""))
         rgb = to_rgb_array(load_image(path, max_pixels=max_pixels, reduce_to=reduce_to), path)
     except ImageTooLarge as e:
         raise UserError(

@@ -332,7 +332,8 @@ def test_version(capsys):
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_a_large_image_is_decoded_smaller_with_a_progress_line(tmp_path, capsys, monkeypatch, fmt):
-    monkeypatch.setattr("groupvit_np.command_steps.LARGE_IMAGE", 100_000)  # for 64 Mpx and 1024 px, at test sizes
+    monkeypatch.setattr("groupvit_np.command_steps.LONG_IMAGE", 100_000)  # for 16 and 64 Mpx and 1024 px, at
+    monkeypatch.setattr("groupvit_np.command_steps.LARGE_IMAGE", 100_000)  # test sizes
     monkeypatch.setattr("groupvit_np.command_steps.REDUCE_TO", 64)
     path = tmp_path / f"big.{fmt.lower()}"
     Image.fromarray(make_scene(2, size=64).image).resize((400, 300)).save(path, format=fmt)
@@ -348,6 +349,15 @@ def test_a_large_image_is_decoded_smaller_with_a_progress_line(tmp_path, capsys,
     assert "; segmenting; writing pictures; done in " in line
     rc, out, err = cli(["segment", path, "--labels", "red circle", "--json", "--out", tmp_path, "--hf"], capsys)
     assert rc == 0 and json.loads(out)["results"][0]["size"] == [75, 100]
+
+
+def test_a_long_image_gets_a_progress_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("groupvit_np.command_steps.LONG_IMAGE", 100_000)  # for 4096 x 4096, at a test size
+    path = tmp_path / "long.png"
+    Image.fromarray(make_scene(2, size=64).image).resize((400, 300)).save(path)
+    rc, out, err = cli(["segment", path, "--labels", "red circle", "--json", "--out", tmp_path], capsys)
+    assert rc == 0 and json.loads(out)["results"][0]["size"] == [300, 400]  # not reduced
+    assert one_line(err).startswith(f"{path}: 400x300 pixels; decoding; segmenting; writing pictures; done in ")
 
 
 def test_load_image_reduces_only_by_whole_factors(tmp_path):
