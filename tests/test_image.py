@@ -378,7 +378,7 @@ def test_bad_files_name_the_file(tmp_path):
             CLIPImageProcessor()(str(tmp_path / name))
     with pytest.raises(FileNotFoundError, match="missing.png"):
         CLIPImageProcessor()([str(good), tmp_path / "missing.png"])
-    with pytest.raises(FileNotFoundError, match="no image file"):
+    with pytest.raises(IsADirectoryError, match="is a folder, not an image file"):
         load_image(tmp_path)
     with pytest.raises(ValueError, match="never downloads"):
         load_image("https://example.com/cat.png")

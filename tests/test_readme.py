@@ -5,6 +5,7 @@ transformers' own numbers on the same inputs."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,23 @@ def test_readme_values_match_transformers(blocks):
         theirs = theirs.numpy()
         # two float32 implementations, different summation orders: relative 1e-4 of the output's scale
         assert_close(ours, theirs, atol=1e-4 * np.abs(theirs).max(), err_msg=name)
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_block_runs_with_its_repo_id(index, tmp_path, monkeypatch):
+    """The blocks as written, "nvidia/groupvit-gcc-yfcc" and all, on a Hugging Face cache holding the tiny model."""
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--nvidia--groupvit-gcc-yfcc" / "snapshots" / ("c" * 40)
+    shutil.copytree(data_dir("weights") / "groupvit-tiny-random", snapshot)
+    (cache / "models--nvidia--groupvit-gcc-yfcc" / "refs").mkdir()
+    (cache / "models--nvidia--groupvit-gcc-yfcc" / "refs" / "main").write_text("c" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may be downloaded
+    image = tmp_path / "cats.jpg"
+    Image.fromarray(np.random.default_rng(index).integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(image)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(BLOCKS[index], f"README block {index}", "exec"), namespace)  # noqa: S102 - our own README
+    assert "nvidia/groupvit-gcc-yfcc" in BLOCKS[index]
+    if "text_features" in namespace:
+        assert namespace["text_features"].shape == (2, 32)  # the tiny checkpoint projects to 32

@@ -82,16 +82,18 @@ def resize(x: np.ndarray, height: int, width: int) -> np.ndarray:  # [C, h, w] -
     return np.stack([rows @ channel @ cols.T for channel in x])
 
 
-def reference_pixels(rgb: np.ndarray) -> np.ndarray:
+def reference_pixels(rgb: np.ndarray, nudge: float = 0.0) -> np.ndarray:
     """mmseg's test pipeline: Resize(2048, 448) keeping the ratio, cv2 bilinear rounded half up, Normalize.
 
     mmcv's rescale: the largest scale with long side <= 2048 and short side <= 448, sizes rounded half up; mmcv
     normalises by multiplying with 1/std.  # [H, W, 3] uint8 -> [1, 3, h, w] float32
+    `nudge` (+-1e-9) moves values that lie within it of a half grey level to one side of the tie.
     """
     h, w = rgb.shape[:2]
     scale = min(2048 / max(h, w), 448 / min(h, w))
     x = resize(rgb.transpose(2, 0, 1).astype(np.float64), int(h * scale + 0.5), int(w * scale + 0.5))
-    x = (np.floor(x + 0.5) - MEAN_255[:, None, None]) * (1 / STD_255[:, None, None])
+    grey = np.floor(x + 0.5 + nudge)
+    x = (grey - MEAN_255[:, None, None]) * (1 / STD_255[:, None, None])
     return x.astype(np.float32)[None]
 
 
@@ -194,9 +196,12 @@ def test_preprocessing_matches_independent_recomputation():
     for image in (scene(333, 517), scene(150, 230), scene(310, 470, seed=5)):
         pixels, size = segmentation_pixels(image)
         assert size == image.shape[:2]
-        # Same weights and the same rounding rule; these images have no half-way grey level whose rounding
-        # depends on the summation order (some images do: see test_resize_linear_matches_loop_bilinear).
-        np.testing.assert_array_equal(pixels, reference_pixels(image))
+        # Same weights and the same rounding rule. A value exactly half-way between two grey levels rounds up or
+        # down depending on the float64 summation order (the library blends gathered neighbours, the reference
+        # multiplies dense matrices), so at such ties either neighbour is right; everywhere else, exactly equal.
+        up, down = reference_pixels(image, 1e-9), reference_pixels(image, -1e-9)
+        assert ((pixels == up) | (pixels == down)).all()
+        assert (up != down).mean() < 1e-4  # ties are rare: a few pixels per image
 
 
 @pytest.mark.parametrize("mode,background,k,threshold", CASES)

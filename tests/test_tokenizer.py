@@ -193,7 +193,7 @@ def test_save_and_load_round_trip(tok, tmp_path):
 
     for source in (data_dir("tokenizer"), data_file("tokenizer", "bpe_simple_vocab_16e6.txt.gz")):
         assert CLIPTokenizer.from_pretrained(source).encoder == tok.encoder
-    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
         CLIPTokenizer.from_pretrained(tmp_path / "openai/clip-vit-base-patch32")
 
 
@@ -284,3 +284,29 @@ def test_transformers_reads_our_files(tok, hf, tmp_path):
     assert back(texts, padding=True, truncation=True).input_ids == tok(texts, padding=True, truncation=True).input_ids
     ours_again = CLIPTokenizer.from_pretrained(tmp_path / "hf")  # and we read HF's, configs included
     assert ours_again.encoder == tok.encoder and ours_again.model_max_length == 77
+
+
+# --- HF's container methods; wrong input types (issue 13) ---------------------------------------------------------
+def test_len_and_get_vocab_as_hf(tok):
+    assert len(tok) == tok.vocab_size == 49408
+    vocab = tok.get_vocab()
+    assert vocab["cat</w>"] == 2368 and vocab["<|endoftext|>"] == 49407 and len(vocab) == 49408
+    vocab["cat</w>"] = 0  # a copy: the tokenizer is unchanged
+    assert tok("cat").input_ids == [49406, 2368, 49407]
+
+
+@pytest.mark.parametrize(
+    ("text", "got"),
+    [(None, "got NoneType"), (3, "got int"), (["a", None], "got a list holding str, NoneType"), (b"a", "got bytes")],
+)
+def test_wrong_input_types_say_what_was_given(tok, text, got):
+    with pytest.raises(TypeError, match=f"takes a string or a list of strings, {got}"):
+        tok(text)
+
+
+def test_words_not_in_vocab():
+    from groupvit_np._resources import data_dir
+
+    demo = CLIPTokenizer.from_pretrained(data_dir("weights") / "groupvit-demo-scenes")  # a word vocabulary
+    assert demo.words_not_in_vocab("a red circle") == []
+    assert demo.words_not_in_vocab("A Cat, on a SOFA") == ["cat", "on", "sofa"]  # cleaned first; "," is a token
