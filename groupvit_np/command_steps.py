@@ -166,7 +166,8 @@ def inference_defaults(folder: Path) -> dict[str, Any]:
         found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {path}: {_first_line(e)}") from None
-    kinds = {"templates": list, "labels": list, "image_size": int, "threshold_original": (int, float)}
+    kinds = {"templates": list, "labels": list, "image_size": int, "threshold_original": (int, float),
+             "threshold_hf": (int, float), "method": str, "image_mean": list, "image_std": list}  # fmt: skip
     if not isinstance(found, dict):
         raise UserError(f"{path}: expected a JSON object, found {type(found).__name__}")
     for key, kind in kinds.items():
@@ -175,6 +176,14 @@ def inference_defaults(folder: Path) -> dict[str, Any]:
             raise UserError(f"{path}: {key} is a {type(found[key]).__name__}, not a {wanted}")
     if not all(isinstance(t, str) for t in found.get("templates", [])) or found.get("image_size", 1) < 1:
         raise UserError(f"{path}: templates must be strings and image_size a positive number of pixels")
+    if found.get("method", "original") not in ("original", "hf"):
+        raise UserError(f"{path}: method is {found['method']!r}, not 'original' or 'hf'")
+    for key in ("image_mean", "image_std"):
+        stats = found.get(key, [1.0, 1.0, 1.0])
+        if len(stats) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats):
+            raise UserError(f"{path}: {key} must be three numbers (one per RGB channel, 0-1 scale)")
+        if key == "image_std" and min(stats) <= 0:
+            raise UserError(f"{path}: image_std must be positive")
     return found
 
 

@@ -43,13 +43,26 @@ from .command_steps import (
 
 
 def _check_segment(args: argparse.Namespace) -> None:
-    """Flags that would be silently ignored together are refused."""
-    if args.hf and args.mode is not None:
-        raise UsageError("--mode chooses the original inference's windows; --hf runs HF's method on one centre crop")
-    if args.hf and args.threshold is not None:
-        raise UsageError("--threshold is the original inference's background rule; --hf has no background")
+    """Flags that would be silently ignored together are refused; `--hf` is `--method hf`."""
+    if args.hf:
+        if args.method == "original":
+            raise UsageError("--hf is --method hf; it cannot be combined with --method original")
+        args.method = "hf"
+    if args.method == "hf" and args.mode is not None:
+        raise UsageError("--mode chooses the original inference's windows; --method hf runs HF's method on one "
+                         "centre crop")  # fmt: skip
     if args.no_background and args.threshold is not None:
         raise UsageError("--threshold sets when a pixel becomes background; with --no-background none does")
+
+
+def segmentation_settings(args: argparse.Namespace, defaults: dict[str, Any]) -> tuple[str, float | None]:
+    """The inference method and its background threshold: the flags, else the checkpoint's segmentation.json (its
+    recommended `method`, `threshold_original` / `threshold_hf` for --labels), else the original method."""
+    method = args.method or defaults.get("method", "original")
+    threshold = args.threshold
+    if threshold is None and not args.dataset:
+        threshold = defaults.get("threshold_hf" if method == "hf" else "threshold_original")
+    return method, threshold
 
 
 @command
@@ -66,10 +79,13 @@ def run_segment(args: argparse.Namespace) -> int:
     model, folder = load_model(args)
     tokenizer, defaults = load_tokenizer(folder), inference_defaults(folder)
     templates = args.template or defaults.get("templates") or ["a photo of a {}."]
-    if args.threshold is None and not args.dataset and "threshold_original" in defaults:
-        ls = ls.with_threshold(defaults["threshold_original"])
+    method, threshold = segmentation_settings(args, defaults)
+    if method == "original" and threshold is not None:
+        ls = ls.with_threshold(threshold)
     size = defaults.get("image_size")
     sizes = {"short_side": size, "long_side": size, "crop": size} if size else {}
+    # the statistics the checkpoint was trained with; the released checkpoints name none: the original's ImageNet
+    sizes.update(mean=defaults.get("image_mean"), std=defaults.get("image_std"))
     processor = None
     if (folder / "preprocessor_config.json").is_file():
         from .image import CLIPImageProcessor
@@ -87,8 +103,8 @@ def run_segment(args: argparse.Namespace) -> int:
             rgb, scale = read_image(path, args.max_pixels, steps.say)
             if steps.open:
                 steps.say("segmenting")
-            if args.hf:
-                res = hf_segment(model, rgb, ls, text_embeds=text, processor=processor)
+            if method == "hf":
+                res = hf_segment(model, rgb, ls, text_embeds=text, processor=processor, threshold=threshold)
             else:
                 res = segment(model, rgb, ls, mode=args.mode or "whole", text_embeds=text, **sizes)
             if steps.open:
@@ -265,15 +281,19 @@ def add_commands(subparsers: Any) -> None:
         help="one pass over the image resized to short side 448 (default), or 448-px windows at stride 224",
     )
     seg.add_argument(
-        "--hf",
-        action="store_true",
-        help="Hugging Face's segmentation_logits on its 224 centre crop instead of the original method",
+        "--method",
+        choices=("original", "hf"),
+        default=None,
+        help="original: NVlabs' inference (argmax groups, top-5 gate); hf: Hugging Face's segmentation_logits on "
+        "the processor's centre crop (default: the checkpoint's segmentation.json, else original)",
     )
+    seg.add_argument("--hf", action="store_true", help="the same as --method hf")
     seg.add_argument(
         "--threshold",
         type=float,
-        help="background threshold (default: the dataset's; for --labels the checkpoint's "
-        "segmentation.json, else 0.95)",
+        help="background threshold: for original, on the group scores (default: the dataset's; for --labels the "
+        "checkpoint's segmentation.json, else 0.95); for hf, on segmentation_logits / s^2, the weighted cosine "
+        "(default: the checkpoint's threshold_hf, else background never wins)",
     )
     seg.add_argument("--no-background", action="store_true", help="never label pixels as background")
     _common(seg, "groupvit-out", "folder for the pictures (default: groupvit-out)")

@@ -165,9 +165,9 @@ def test_words_outside_the_demo_vocabulary_are_warned_about(scene, tmp_path, cap
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--hf", "--mode", "slide"], "--mode chooses the original inference's windows; --hf runs HF's method"),
-        (["--hf", "--mode", "whole"], "--mode chooses the original inference's windows"),
-        (["--hf", "--threshold", "0.5"], "--threshold is the original inference's background rule; --hf has no"),
+        (["--hf", "--mode", "slide"], "--mode chooses the original inference's windows; --method hf runs HF's"),
+        (["--method", "hf", "--mode", "whole"], "--mode chooses the original inference's windows"),
+        (["--hf", "--method", "original"], "--hf is --method hf; it cannot be combined with --method original"),
         (["--no-background", "--threshold", "0.5"], "--threshold sets when a pixel becomes background; with --no-bac"),
         (["--revision", "v1"], "--revision applies to Hub repo ids, not to the local checkpoint"),
         (["--revision", "v1", "--weights", str(TINY)], f"not to the local checkpoint {TINY}"),
