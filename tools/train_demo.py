@@ -5,7 +5,7 @@
 
 See docs/demo-training.md for the recipe and the experiments behind it.
 
-The model trains in train mode (Gumbel hard assignment, BatchNorm batch statistics) on a single CPU thread and is
+The model trains in train mode (Gumbel hard assignment, BatchNorm batch statistics) on `--threads` CPU threads and is
 saved with `save_pretrained(safe_serialization=True)` plus the tiny word-level tokenizer (CLIP BPE file format)
 and a preprocessor config. Everything is a function of `--seed`: weights, scene seeds, Gumbel noise.
 Losses (weights on the command line):
@@ -16,6 +16,9 @@ Losses (weights on the command line):
   its best 5% of tokens, "nothing" through the best half. Binary cross-entropy against the caption's phrases plus
   "background is present". This is the training-time twin of HF-style segmentation.
 - `group` (off by default): the same choice, but presence = max over groups, ignoring how many tokens a group has.
+- `match` (off by default): the caption's phrases matched one-to-one to the final groups, DETR-style; every other
+  group picks "nothing" (`match_loss`).
+Runs are resumable (`--resume`, from the atomic `state.pt` written every few minutes) and log validation proxies.
 """
 
 from __future__ import annotations
@@ -279,11 +282,11 @@ def match_loss(logp, mass, scenes):
 
     `logp` [B, S, C+1]: each group's log-probabilities over the C phrases and "nothing"; `mass` [B, S]: the share
     of image tokens each group holds. The phrases of a caption are matched one-to-one to the groups that name
-    them best (all assignments tried; S <= 8). A matched group is asked for its phrase; an unmatched group for
-    "nothing", weighted by its token share, so an empty group costs nothing. A group that holds two objects can
-    name only one of them, so the other phrase must be carried by a group of its own: this is what pulls
-    objects apart, where the multiple-instance loss alone lets neighbours share a group. Labels come from the
-    caption only.
+    them best (`best_assignment`). A matched group is asked for its phrase; an unmatched group for "nothing",
+    weighted by its token share, so an empty group costs nothing. A group that holds two objects can name only
+    one of them, so the other phrase needs a group of its own: the loss is meant to pull apart objects that the
+    multiple-instance loss lets share a group. Measured (docs/demo-training.md): with 4 final groups the model
+    keeps shared prototype groups; with 20 the sharing falls slowly. Labels come from the caption only.
     """
     import torch
 
