@@ -35,6 +35,30 @@ def test_best_assignment_is_the_best_of_all_one_to_one_matchings():
     assert best_assignment(np.array([[1.0, 5.0], [0.9, 0.0]])) == (1, 0)
 
 
+def test_matching_with_min_mass_skips_empty_groups():
+    matched_groups = tool("train_demo").matched_groups
+    table = np.log(np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]]))  # 3 groups x (2 phrases + nothing)
+    mass = np.array([0.0, 0.3, 0.7])  # group 0 names phrase 0 best but holds no tokens
+    assert matched_groups(table, mass, [0, 1], 0.0) == (0, 1)
+    assert matched_groups(table, mass, [0, 1], 0.02) == (2, 1)
+    # too few groups hold tokens for the phrases: all of them compete again
+    assert matched_groups(table, np.array([0.0, 0.0, 1.0]), [0, 1], 0.02) == (0, 1)
+
+
+def test_leave_one_out_rows_name_the_other_phrases():
+    from types import SimpleNamespace
+
+    rows_for = tool("train_demo").leave_one_out_rows
+    table = np.full((2, 4, 17), -5.0)  # 2 scenes, 4 groups, 16 phrases + nothing
+    table[0, 2, 4], table[0, 1, 9] = 0.0, 0.0  # scene 0: group 2 names class 5 (index 4), group 1 class 10
+    mass = np.full((2, 4), 0.25)
+    scenes = [SimpleNamespace(class_ids=[5, 10]), SimpleNamespace(class_ids=[3])]  # scene 1 has one object: no row
+    rows = rows_for(table, mass, scenes, 0.02)
+    assert rows.shape == (2, 18)
+    assert rows[0, :2].tolist() == [0, 2] and np.flatnonzero(rows[0, 2:]).tolist() == [9]
+    assert rows[1, :2].tolist() == [0, 1] and np.flatnonzero(rows[1, 2:]).tolist() == [4]
+
+
 def test_eval_cli_scores():
     from groupvit_np.scenes import make_scenes
 
