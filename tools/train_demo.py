@@ -380,6 +380,9 @@ RECIPE = (
     "pixel",
     "bg_present",
     "curriculum",
+    "match",
+    "min_mass",
+    "loo",
 )  # the arguments a resumed run must share with the interrupted one
 
 
