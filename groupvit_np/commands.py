@@ -86,10 +86,13 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Path]:
     source = checkpoint_folder(args)
     try:
         model = GroupViTModel.from_pretrained(source, xp=args.backend)
-    except ImportError as e:  # CuPy missing: the message says what to install
+    except ImportError as e:  # CuPy or JAX missing: the message says what to install
         raise UserError(str(e)) from None
     except (OSError, ValueError) as e:  # CheckpointError is a ValueError
         raise UserError(f"cannot load weights {str(source)!r}: {_first_line(e)}; {HOW_TO_GET}") from None
+    if model.jit:
+        print(f"note: {args.backend} compiles the model for each new input size on first use (several seconds each)",
+              file=sys.stderr)  # fmt: skip
     return model, source if source.is_dir() else source.parent
 
 
@@ -326,7 +329,9 @@ def _common(p: argparse.ArgumentParser, out: str | None, out_help: str) -> None:
                    help="checkpoint folder, .safetensors/.bin/.pth file or Hub repo id (default: the shipped demo "
                         "checkpoint)")  # fmt: skip
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit (repo ids only)")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy", help="array library (default numpy)")
+    p.add_argument("--backend", choices=("numpy", "cupy", "jax"), default="numpy",
+                   help="array library (default numpy); jax compiles the model on first use, once per image size "
+                        "(several seconds each, then faster)")  # fmt: skip
     p.add_argument("--out", metavar="DIR", default=out, help=out_help)
     p.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
 
