@@ -52,6 +52,7 @@ def onnx_export(module, args: tuple, path: Path, input_names: list[str], output_
 
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
+        module.eval()  # a wrapper module starts in training mode, and BatchNorm would use batch statistics
         tmp = path.with_suffix(".tmp")
         with torch.no_grad():
             torch.onnx.export(module, args, tmp, dynamo=False, opset_version=17, input_names=input_names,

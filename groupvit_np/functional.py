@@ -9,8 +9,10 @@ mode: the straight-through hard assignment; or train-mode Gumbel assignment with
     grads = jax.grad(loss)(model.params, model.config, input_ids, pixel_values, attention_mask)
 
 `params` is the nested tree of the checkpoint's own key names (`params["vision_model"]["encoder"]...`), as
-`GroupViTModel.params` holds it; any extra `in_proj` stacks are used only while current (`attention`).
-Shape legend: B images, T texts, L text length, S groups, D width, P projection dim, H x W pixels.
+`GroupViTModel.params` holds it; any extra `in_proj` stacks are used only while current (`attention`). Inputs
+may be host arrays (NumPy, lists): they are moved into the parameters' namespace and device, and pixels and
+noise take the parameters' float dtype. Shape legend: B images, T texts, L text length, S groups, D width,
+P projection dim, H x W pixels.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .backend import namespace
+from .backend import array_device, host_array, is_array_api_obj, namespace, to_namespace
 from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
 from .heads import (
     contrastive_logits,
@@ -30,6 +32,36 @@ from .heads import (
 from .ops import Params, l2_normalize
 from .text import text_tower
 from .vision import vision_tower
+
+
+def _moved(x: Any, like: Any, cast: bool = False) -> Any:
+    """x as an array of `like`'s namespace and device (None stays None); `cast` gives it like's float dtype."""
+    if x is None:
+        return None
+    xp = namespace(like)
+    if is_array_api_obj(x) and namespace(x) is xp:
+        return xp.astype(x, like.dtype) if cast and x.dtype != like.dtype else x
+    return to_namespace(host_array(x), xp, dtype=like.dtype if cast else None, device=array_device(like))
+
+
+def _text(params: Params, cfg: GroupViTTextConfig, input_ids: Any, attention_mask: Any, position_ids: Any) -> dict:
+    """`text_tower` on inputs moved into the parameters' namespace."""
+    p = params["text_model"]
+    like = p["final_layer_norm"]["weight"]
+    ids, mask, pos = (_moved(a, like) for a in (input_ids, attention_mask, position_ids))
+    return text_tower(ids, p, cfg, mask, pos)
+
+
+def _vision(
+    params: Params, cfg: GroupViTVisionConfig, pixel_values: Any, gumbel_noise: Sequence[Any] | None,
+    interpolate_pos_encoding: bool,
+) -> dict:  # fmt: skip
+    """`vision_tower` on inputs moved into the parameters' namespace, pixels and noise in their float dtype."""
+    p = params["vision_model"]
+    like = p["layernorm"]["weight"]  # a vector: the compute dtype (matrices may be stored in half precision)
+    noise = None if gumbel_noise is None else [_moved(n, like, cast=True) for n in gumbel_noise]
+    return vision_tower(_moved(pixel_values, like, cast=True), p, cfg, noise,
+                        interpolate_pos_encoding=interpolate_pos_encoding)  # fmt: skip
 
 
 def forward(
@@ -44,9 +76,8 @@ def forward(
     [B, P], and `text_model_output` / `vision_model_output`, each a dict of last_hidden_state, pooler_output,
     hidden_states and attentions. `gumbel_noise`, one array per grouping stage, selects training-time assignment.
     """
-    vis = vision_tower(pixel_values, params["vision_model"], config.vision_config, gumbel_noise,
-                       interpolate_pos_encoding=interpolate_pos_encoding)  # fmt: skip
-    txt = text_tower(input_ids, params["text_model"], config.text_config, attention_mask, position_ids)
+    vis = _vision(params, config.vision_config, pixel_values, gumbel_noise, interpolate_pos_encoding)
+    txt = _text(params, config.text_config, input_ids, attention_mask, position_ids)
     image_embeds = l2_normalize(projection_head(vis["pooler_output"], params["visual_projection"]))  # [B, P]
     text_embeds = l2_normalize(projection_head(txt["pooler_output"], params["text_projection"]))  # [T, P]
     logits_per_text = contrastive_logits(text_embeds, image_embeds, params["logit_scale"])  # [T, B]
@@ -80,7 +111,7 @@ def text_features(
     params: Params, config: GroupViTConfig, input_ids: Any, attention_mask: Any = None, position_ids: Any = None
 ) -> Any:
     """`get_text_features`: the unnormalised projected text features.  # [T, L] -> [T, P]"""
-    out = text_tower(input_ids, params["text_model"], config.text_config, attention_mask, position_ids)
+    out = _text(params, config.text_config, input_ids, attention_mask, position_ids)
     return projection_head(out["pooler_output"], params["text_projection"])
 
 
@@ -88,8 +119,7 @@ def image_features(
     params: Params, config: GroupViTConfig, pixel_values: Any, *, interpolate_pos_encoding: bool = False
 ) -> Any:
     """`get_image_features`: the unnormalised projected image features.  # [B, C, H, W] -> [B, P]"""
-    out = vision_tower(pixel_values, params["vision_model"], config.vision_config,
-                       interpolate_pos_encoding=interpolate_pos_encoding)  # fmt: skip
+    out = _vision(params, config.vision_config, pixel_values, None, interpolate_pos_encoding)
     return projection_head(out["pooler_output"], params["visual_projection"])
 
 
@@ -99,8 +129,7 @@ def text_model(
 ) -> dict[str, Any]:  # fmt: skip
     """transformers' `GroupViTTextModel.forward` on a tree holding `text_model`; `config` is the full config or the
     text tower's.  # [T, L] -> last_hidden_state [T, L, D], pooler_output [T, D], hidden_states, attentions"""
-    cfg = getattr(config, "text_config", config)
-    return text_tower(input_ids, params["text_model"], cfg, attention_mask, position_ids)
+    return _text(params, getattr(config, "text_config", config), input_ids, attention_mask, position_ids)
 
 
 def vision_model(
@@ -109,9 +138,8 @@ def vision_model(
 ) -> dict[str, Any]:  # fmt: skip
     """transformers' `GroupViTVisionModel.forward` on a tree holding `vision_model`; `config` is the full config or
     the vision tower's.  # [B, C, H, W] -> last_hidden_state [B, S, D], pooler_output [B, D], ..., attentions"""
-    cfg = getattr(config, "vision_config", config)
-    return vision_tower(pixel_values, params["vision_model"], cfg, gumbel_noise,
-                        interpolate_pos_encoding=interpolate_pos_encoding)  # fmt: skip
+    return _vision(params, getattr(config, "vision_config", config), pixel_values, gumbel_noise,
+                   interpolate_pos_encoding)  # fmt: skip
 
 
 def named_leaves(tree: Any, prefix: str = "") -> dict[str, Any]:

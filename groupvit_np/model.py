@@ -152,11 +152,6 @@ class _Base:
             self._compiled[key] = self._compile(functools.partial(fn, config=self.config, **static))
         return self._compiled[key](self.params, **arrays)
 
-    def _noise(self, gumbel_noise: Sequence[Any] | None) -> list[Any] | None:
-        if gumbel_noise is None:
-            return None
-        return [to_namespace(n, self.xp, dtype=self.dtype_name, device=self.device) for n in gumbel_noise]
-
     def _ids(self, input_ids: Any, text_config: GroupViTTextConfig) -> Any:
         """Check token ids on the host, then move them: [..., L] -> [T, L] int64 in the model's namespace."""
         ids = host_array(input_ids)
@@ -322,7 +317,7 @@ class GroupViTModel(_Base):
                   "hidden": output_hidden_states, "attentions": output_attentions,
                   "interpolate_pos_encoding": interpolate_pos_encoding}  # fmt: skip
         o = self.run(_forward, input_ids=ids, pixel_values=pixels, attention_mask=self._mask(attention_mask, ids),
-                     position_ids=self._positions(position_ids), gumbel_noise=self._noise(gumbel_noise),
+                     position_ids=self._positions(position_ids), gumbel_noise=gumbel_noise,
                      static=static)  # fmt: skip
         out = GroupViTModelOutput(**{**o, "text_model_output": _tower_output(o["text_model_output"]),
                                      "vision_model_output": _tower_output(o["vision_model_output"])})  # fmt: skip
@@ -360,6 +355,6 @@ class GroupViTVisionModel(_Tower):
         pixels = self._pixels(pixel_values, self.config, interpolate_pos_encoding)
         static = {"fn": F.vision_model, "hidden": output_hidden_states, "attentions": output_attentions,
                   "interpolate_pos_encoding": interpolate_pos_encoding}  # fmt: skip
-        out = self.run(_tower, pixel_values=pixels, gumbel_noise=self._noise(gumbel_noise), static=static)
+        out = self.run(_tower, pixel_values=pixels, gumbel_noise=gumbel_noise, static=static)
         result = _tower_output(out)
         return result if return_dict else result.to_tuple()

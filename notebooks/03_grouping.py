@@ -297,15 +297,14 @@ print(inspect.getsource(straight_through))
 
 # %% [markdown]
 # On the small test checkpoint (`tests/fixtures/model_small_legacy`, 3 images and 3 captions), in float64:
-# `jax.jit` compiles the gradient of the whole model once (it takes a while), then it runs in milliseconds.
+# `jax.jit` compiles the gradient of the whole model once (about a minute), then it runs in milliseconds.
 
 # %%
 import jax
 
-jax.config.update("jax_enable_x64", True)  # float64 in JAX
-import jax.numpy as jnp
-
 from groupvit_np import functional as F
+
+jax.config.update("jax_enable_x64", True)  # float64 in JAX
 
 grad_fixture = _common.repo_path("tests", "fixtures", "model_small_legacy")
 if grad_fixture is None:
@@ -313,8 +312,10 @@ if grad_fixture is None:
 else:
     small = GroupViTModel.from_pretrained(grad_fixture, dtype="float64", xp="jax")
     batch = dict(np.load(grad_fixture / "inputs.npz"))
-    args = [jnp.asarray(batch[k]) for k in ("input_ids", "pixel_values", "attention_mask")]
-    value, tree = jax.jit(jax.value_and_grad(lambda p: F.loss(p, small.config, *args)))(small.params)
+    args = [batch[k] for k in ("input_ids", "pixel_values", "attention_mask")]  # F.loss moves them into JAX
+    grad_fn = jax.value_and_grad(lambda p: F.loss(p, small.config, *args))
+    # unoptimised machine code compiles twice as fast, and these arrays are tiny
+    value, tree = jax.jit(grad_fn, compiler_options={"xla_backend_optimization_level": 0})(small.params)
     grads = {k: np.asarray(g) for k, g in F.named_leaves(tree).items()}  # the checkpoint's own key names
     print(f"loss {float(value):.6f}; {len(grads)} gradient tensors, e.g.")
     for key in ("logit_scale", "vision_model.encoder.stages.0.downsample.assign.q_proj.weight"):

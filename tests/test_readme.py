@@ -21,6 +21,8 @@ def test_readme_has_examples():
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(index, tmp_path, monkeypatch):
+    if "import jax" in BLOCKS[index]:
+        pytest.importorskip("jax", reason="this README example needs jax: pip install -e '.[jax]'")
     image = tmp_path / "cats.jpg"
     Image.fromarray(np.random.default_rng(index).integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(image)
     monkeypatch.chdir(tmp_path)
@@ -32,3 +34,6 @@ def test_readme_block_runs(index, tmp_path, monkeypatch):
         np.testing.assert_allclose(namespace["probs"].sum(1), 1, rtol=1e-6)
     if "text_features" in namespace:
         assert namespace["text_features"].shape == (2, 32)  # the tiny checkpoint projects to 32
+    if "grads" in namespace:
+        assert "vision_model.embeddings.layernorm.weight" in namespace["grads"]
+        assert float(abs(namespace["grads"]["logit_scale"])) > 0
