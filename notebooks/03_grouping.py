@@ -350,7 +350,8 @@ if grad_fixture is not None:
 
     for key, i in (("logit_scale", 0), ("vision_model.encoder.stages.0.downsample.assign.q_proj.weight", 7)):
         fd = (nudged(key, i, 1e-6) - nudged(key, i, -1e-6)) / 2e-6
-        print(f"{key}[{i}]: central difference {fd:+.6e}   jax.grad {grads[key].reshape(-1)[i]:+.6e}")
+        entry = f"{key}[{i}]" if grads[key].ndim else key
+        print(f"{entry}: central difference {fd:+.6e}   jax.grad {grads[key].reshape(-1)[i]:+.6e}")
 
 # %% [markdown]
 # And against HF: torch autograd through transformers' own `GroupViTModel(..., return_loss=True)` on the same
@@ -360,7 +361,11 @@ if grad_fixture is not None:
 
 # %%
 try:
-    import transformers
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tqdm's notice about notebook widgets, printed as transformers loads
+        import transformers
 except ImportError:
     transformers = None
 if grad_fixture is None or torch is None or transformers is None:
