@@ -35,10 +35,10 @@ def fuse_projections(tree: Any) -> Any:
     out = {key: fuse_projections(value) for key, value in tree.items()}
     if all(isinstance(tree.get(n), dict) for n in _QKV) and "in_proj" not in tree:
         xp = namespace(*(tree[n]["weight"] for n in _QKV))
+        if not writes_in_place(xp.zeros_like(tree["q_proj"]["bias"][:1])):  # a fresh array of this namespace
+            return out
         d = tree["q_proj"]["weight"].shape[0]
         fused = {leaf: xp.concat([tree[n][leaf] for n in _QKV], axis=0) for leaf in ("weight", "bias")}
-        if not writes_in_place(fused["weight"]):
-            return out
         for i, n in enumerate(_QKV):
             out[n] = {leaf: fused[leaf][i * d : (i + 1) * d, ...] for leaf in ("weight", "bias")}
         out["in_proj"] = {**fused, "made_from": _leaves_of(out)}  # weight [3D, D], bias [3D]
