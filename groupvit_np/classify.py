@@ -8,6 +8,7 @@ dim.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,28 @@ from .functional import vision_model
 from .heads import projection_head
 from .image import IMAGENET_MEAN, IMAGENET_STD, classification_pixels  # noqa: F401 (re-exported)
 from .ops import l2_normalize, softmax
+
+
+class NonFiniteError(ValueError):
+    """The model gave NaN or infinite values: broken weights, not something about the input."""
+
+
+def check_finite(x: Any, what: str) -> None:
+    """Raise NonFiniteError unless every value of `x` (any namespace) is finite."""
+    xp = namespace(x)
+    if not bool(xp.all(xp.isfinite(x))):
+        raise NonFiniteError(f"the model's {what} are not finite (NaN or inf): its weights are broken")
+
+
+def check_template(template: str) -> None:
+    """A prompt template holds exactly one "{}", where the class name goes ("{{" and "}}" are literal braces)."""
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:  # a lone "{" or "}"
+        raise ValueError(f"template {template!r}: {e} (write {{{{ or }}}} for a literal brace)") from None
+    if fields != [("", "", None)]:
+        raise ValueError(f"template {template!r} must hold exactly one '{{}}' where the class name goes, and no "
+                         "other {...} field")  # fmt: skip
 
 
 def default_tokenizer() -> Any:
@@ -35,8 +58,10 @@ def encode_text(
     names, templates = list(names), list(templates)
     if not names:
         raise ValueError("no class names given")
-    if not templates or any("{}" not in t for t in templates):
-        raise ValueError(f"each template needs a '{{}}' where the class name goes, got {templates}")
+    if not templates:
+        raise ValueError("no prompt templates given")
+    for t in templates:
+        check_template(t)
     tokenizer = tokenizer if tokenizer is not None else default_tokenizer()
     prompts = [t.format(name) for name in names for t in templates]  # class-major: row k*T + t
     chunks = []
@@ -45,6 +70,7 @@ def encode_text(
         chunks.append(model.get_text_features(enc["input_ids"], enc["attention_mask"]))  # [chunk, P]
     xp = namespace(*chunks)
     feats = xp.concat(chunks, axis=0)  # [K*T, P], unnormalised
+    check_finite(feats, "text features")
     feats = xp.reshape(feats, (len(names), len(templates), feats.shape[-1]))  # [K, T, P]
     return l2_normalize(xp.mean(feats, axis=1))  # average first, normalise once: [K, P]
 
@@ -85,6 +111,7 @@ def classify(
     pixels = classification_pixels(image, model.config.vision_config.image_size)
     img = image_embedding(model, pixels)  # [1, P]
     probs = softmax((img @ xp.matrix_transpose(text_embeds)) * logit_scale(model))[0, ...]  # [K]
+    check_finite(probs, "class probabilities")
     probs = to_numpy(probs).astype(np.float64)
     order = sorted(range(len(probs)), key=lambda i: -probs[i])  # stable: ties keep the labels' order
     return [(labels[i], float(probs[i])) for i in order]

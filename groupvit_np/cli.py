@@ -1,5 +1,6 @@
 """The `groupvit-np` command line. One `_add_<name>` function per subcommand registers its parser and handler;
-a new subcommand adds its function to `SUBCOMMANDS`. User errors print one line to stderr and exit with 1.
+a new subcommand adds its function to `SUBCOMMANDS`. User errors print one line to stderr, "groupvit-np COMMAND:
+error: ...", and exit with 1 (2 for arguments that contradict each other, as argparse's own errors).
 """
 
 from __future__ import annotations
@@ -46,7 +47,15 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert
+    from .hub import looks_like_repo_id
 
+    dst = Path(args.dst)
+    if dst.exists() and not dst.is_dir():
+        raise UserInputError(f"{dst} exists and is not a folder")
+    if dst.exists() and not args.force:
+        raise UserInputError(f"{dst} already exists; pass --force to replace it")
+    if args.revision is not None and (Path(args.src).exists() or not looks_like_repo_id(args.src)):
+        raise UserInputError(f"--revision applies to Hub repo ids, not to the local checkpoint {args.src}", 2)
     dst = convert(args.src, args.dst, dtype=args.dtype, force=args.force, revision=args.revision)
     size = sum(f.stat().st_size for f in Path(dst).iterdir())
     print(f"wrote {dst} ({args.dtype}, {size / 1e6:.1f} MB)")
@@ -88,11 +97,22 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     add_commands(sub)
 
 
+class UserInputError(Exception):
+    """A mistake in the arguments of `convert` or `download`, shown as one line (exit status 1, or 2 for usage)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inference, _add_convert, _add_download]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog=PROG, description="GroupViT in NumPy: checkpoints, inference, evaluation.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in SUBCOMMANDS:
         add(sub)
@@ -105,13 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # argparse has printed usage or help
         return int(exit_.code or 0)
-    from .weights import CheckpointError
-
+    where = f"{PROG} {args.command}"
     try:
         return args.run(args)
-    except (CheckpointError, OSError) as err:  # bad checkpoints, missing files, refused downloads, full disks
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+    except UserInputError as err:
+        print(f"{where}: error: {err}", file=sys.stderr)
+        return err.status
+    except (ValueError, OSError) as err:  # bad checkpoints (CheckpointError), missing files, refused downloads
+        text = str(err).strip() or type(err).__name__
+        print(f"{where}: error: {text.splitlines()[0]}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{where}: interrupted", file=sys.stderr)
         return 130

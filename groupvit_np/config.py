@@ -24,6 +24,26 @@ def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k in names}
 
 
+def umask() -> int:
+    """The process's umask: from /proc where Linux has it, else by setting it and putting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_if_created(path: str | os.PathLike, folder: bool = False) -> None:
+    """Give a file made by mkstemp (0600) or a folder made by mkdtemp (0700) the permissions that open() or mkdir()
+    would have given it (0644 / 0755 under the usual umask 022), before it is renamed into place."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask())
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON through a temporary file and a rename, so no reader sees half a file."""
     path = Path(path)
@@ -32,9 +52,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, sort_keys=True)
             f.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
+        as_if_created(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -53,8 +71,18 @@ class _ConfigMixin:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike):
+        """Read a config file; a broken one is a ValueError that names it."""
         with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+            try:
+                d = json.load(f)
+            except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+                raise ValueError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a JSON object, found {type(d).__name__}")
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError, AttributeError) as e:  # wrong types: "depths": "3", "text_config": 1
+            raise ValueError(f"{path}: not a usable {cls.__name__} ({e})") from None
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -163,9 +191,11 @@ class GroupViTConfig(_ConfigMixin):
         return cls(text_config=text_config, vision_config=vision_config, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> GroupViTConfig:
-        """Read `config.json` from a checkpoint folder (or the file itself)."""
-        path = Path(path)
+    def from_pretrained(cls, path: str | os.PathLike, *, revision: str | None = None) -> GroupViTConfig:
+        """Read `config.json` from a checkpoint folder (or the file itself), or a Hub repo id at `revision`."""
+        from .hub import resolve
+
+        path = resolve(path, revision, kind="config")
         return cls.from_json(path / CONFIG_NAME if path.is_dir() else path)
 
     def to_dict(self) -> dict[str, Any]:

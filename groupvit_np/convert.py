@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig, write_json_atomic
+from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig, as_if_created, write_json_atomic
 from .safetensors_io import write_safetensors
 from .weights import CheckpointError, expected_shapes, validate
 
@@ -287,6 +287,7 @@ def write_checkpoint(
             from .processor import CLIPProcessor
 
             CLIPProcessor.from_pretrained().save_pretrained(tmp)  # CLIP's files, as the Hub repos carry them
+        as_if_created(tmp, folder=True)  # 0755 under the usual umask, not mkdtemp's 0700
         _move_into_place(tmp, dst, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -298,7 +299,7 @@ def _check_destination(dst: Path, force: bool) -> None:
     if dst.exists() and not dst.is_dir():
         raise CheckpointError(f"{dst} exists and is not a folder")
     if dst.exists() and not force:
-        raise CheckpointError(f"{dst} already exists; pass force=True (--force) to replace it")
+        raise CheckpointError(f"{dst} already exists; pass force=True to replace it")
 
 
 def _move_into_place(tmp: Path, dst: Path, force: bool) -> None:
@@ -328,12 +329,10 @@ def convert(
     if dtype not in DTYPES:
         raise CheckpointError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     _check_destination(Path(dst), force)  # fail before reading hundreds of megabytes
-    source, text = Path(src), str(src)
-    if not source.exists() and text.count("/") == 1 and not text.startswith((".", "/")) and "." not in source.name:
-        from .hub import resolve_repo
+    from .hub import resolve
 
-        source = resolve_repo(str(src), revision)
-    config, state = load_checkpoint(source, revision=revision)
+    source = resolve(src, revision, kind="model")
+    config, state = load_checkpoint(source)
     folder = source if source.is_dir() else source.parent
     return write_checkpoint(config, state, dst, dtype=dtype, force=force, extra_files_from=_extra_files(folder))
 

@@ -125,10 +125,13 @@ def dataset_samples(dataset: str, root: str | Path) -> list[Sample]:
 
 def read_annotation(path: str | Path) -> np.ndarray:
     """A ground-truth PNG as class indices (palettised files give their indices, not colours).  # -> [H, W]"""
-    with Image.open(path) as image:
-        if image.mode not in ("P", "L", "I", "I;16"):
-            raise ValueError(f"{path}: annotation mode {image.mode}, expected indices (P or L)")
-        return np.asarray(image).astype(np.int64)
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L", "I", "I;16"):
+                raise ValueError(f"{path}: annotation mode {image.mode}, expected indices (P or L)")
+            return np.asarray(image).astype(np.int64)
+    except (OSError, SyntaxError) as e:  # Pillow's errors for truncated or foreign files
+        raise ValueError(f"cannot read annotation {path}: {_first_line(e)}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -182,21 +185,49 @@ def run_evaluation(
     key = {**key, "samples": len(samples), "classes": list(class_names)}
     cm, done = np.zeros((c, c), dtype=np.int64), 0
     if state_path.is_file() and not restart:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-        if state.get("key") != key:
-            raise ValueError(f"{state_path} belongs to a different run; pass --restart to start over or use "
-                             "another --out")  # fmt: skip
-        cm, done = np.asarray(state["confusion"], dtype=np.int64), int(state["done"])
+        cm, done = read_state(state_path, key, len(samples))
     bar = Progress(len(samples), "evaluating", start=done) if progress and done < len(samples) else None
     for i in range(done, len(samples)):
         sample = samples[i]
-        cm = cm + confusion_matrix(predict(sample.image), read_annotation(sample.annotation), c)
+        pred, truth = predict(sample.image), read_annotation(sample.annotation)
+        try:
+            cm = cm + confusion_matrix(pred, truth, c)
+        except ValueError as e:
+            raise ValueError(f"{sample.annotation}: {e} (image {sample.image})") from None
         write_json_atomic(state_path, {"key": key, "done": i + 1, "confusion": cm.tolist()})
         if bar:
             bar.update()
     metrics = {**iou_metrics(cm), "classes": list(class_names), "images": len(samples), "key": key}
     write_json_atomic(out / METRICS_FILE, _json_safe(metrics))
     return metrics
+
+
+def read_state(path: Path, key: dict[str, Any], total: int) -> tuple[np.ndarray, int]:
+    """The confusion matrix and image count saved in a state file of the run `key`; a file that is not one, or
+    belongs to another run, is a ValueError that names it and says how to start over."""
+    again = "pass --restart to start over, or use another --out"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+        raise ValueError(f"{path} is not a saved evaluation state ({_first_line(e)}); {again}") from None
+    if not isinstance(state, dict) or not {"key", "done", "confusion"} <= set(state):
+        raise ValueError(f"{path} is not a saved evaluation state (expected an object with key, done and "
+                         f"confusion); {again}")  # fmt: skip
+    if state["key"] != key:
+        raise ValueError(f"{path} belongs to a different run; {again}")
+    c = len(key["classes"])
+    try:
+        cm, done = np.asarray(state["confusion"], dtype=np.int64), state["done"]
+    except (TypeError, ValueError, OverflowError):
+        cm, done = None, None
+    if cm is None or cm.shape != (c, c) or (cm < 0).any() or type(done) is not int or not 0 <= done <= total:
+        raise ValueError(f"{path} is damaged (its count or {c}x{c} confusion matrix is not valid); {again}")
+    return cm, done
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
 
 
 def _json_safe(obj: Any) -> Any:

@@ -12,13 +12,15 @@ Where HF is wrong we differ on purpose (each case pinned by a test against HF's 
 - Float arrays and PIL "F" images are [0, 1] (HF's result with do_rescale=False; its default rescales them twice,
   and it reads whole-valued floats, such as a 0/1 mask, as 0..255).
 Alpha is dropped, not composited, as in HF and OpenAI's CLIP. Files over Pillow's decompression-bomb limit are
-refused; a caller who trusts one can raise `Image.MAX_IMAGE_PIXELS`, open it and pass the PIL image.
+refused (`ImageTooLarge`); a caller who trusts one can raise `Image.MAX_IMAGE_PIXELS`, open it and pass the PIL
+image (the CLI's `--max-pixels` does this).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,26 @@ _ORIENTATION = 0x0112  # the EXIF tag
 _METADATA_KEYS = {"image_processor_type", "feature_extractor_type", "processor_class"}
 
 
-def load_image(source: str | os.PathLike | Image.Image) -> Image.Image:
-    """Open an image file and decode it now (so a truncated file fails here), upright per its EXIF orientation."""
+class ImageTooLarge(ValueError):
+    """An image file with more pixels than the caller allows (a guard against decompression bombs)."""
+
+    def __init__(self, path: Path, pixels: int, limit: int, how: str) -> None:
+        super().__init__(f"{path}: {pixels:,} pixels is over the limit of {limit:,} (a guard against decompression "
+                         f"bombs); if you trust the file, {how}")  # fmt: skip
+        self.path, self.pixels, self.limit = path, pixels, limit
+
+
+def load_image(
+    source: str | os.PathLike | Image.Image, *, max_pixels: int | None = None, reduce_to: int | None = None
+) -> Image.Image:
+    """Open an image file and decode it now (so a truncated file fails here), upright per its EXIF orientation.
+
+    `max_pixels` refuses a file with more pixels, read from its header before anything is decoded (Pillow's own
+    limit, `PIL.Image.MAX_IMAGE_PIXELS`, applies as well). `reduce_to` lets a large image shrink by a whole factor
+    while its short side stays at least `reduce_to` pixels: a JPEG is decoded at 1/2, 1/4 or 1/8 scale (`draft`),
+    so the full-size pixels never exist; other formats are decoded, then `reduce`d. A shrunk image's
+    `info["original_size"]` holds the file's (width, height).
+    """
     if isinstance(source, Image.Image):
         return _upright(source)
     if not isinstance(source, (str, os.PathLike)):
@@ -45,16 +65,46 @@ def load_image(source: str | os.PathLike | Image.Image) -> Image.Image:
     if str(source).startswith(("http://", "https://")):
         raise ValueError(f"{source}: groupvit_np never downloads; fetch the file and pass its path")
     path = Path(source)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {path}")
     try:
         with Image.open(path) as image:
-            image.load()
-            return _upright(image)  # decoded, so the pixels outlive the closed file
+            pixels = image.width * image.height
+            if max_pixels is not None and pixels > max_pixels:
+                raise ImageTooLarge(path, pixels, max_pixels, f"pass max_pixels={pixels}")
+            decoded = _decode(image, reduce_to)
+        return _upright(decoded)  # decoded, so the pixels outlive the closed file
     except Image.DecompressionBombError as e:
-        raise ValueError(f"{path}: {e} If you trust it, raise PIL.Image.MAX_IMAGE_PIXELS and pass it opened") from e
+        raise ImageTooLarge(path, _pixels(e), 2 * (Image.MAX_IMAGE_PIXELS or 0),
+                            "raise PIL.Image.MAX_IMAGE_PIXELS and pass it opened") from None  # fmt: skip
+    except ImageTooLarge:
+        raise
     except (OSError, SyntaxError, ValueError) as e:  # Pillow reports corrupt data with all three
         raise OSError(f"cannot read image file {path}: {e}") from e
+
+
+def _pixels(err: Exception) -> int:
+    """The pixel count in Pillow's DecompressionBombError message ("Image size (N pixels) exceeds ...")."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    return int(found.group(1)) if found else 0
+
+
+def _decode(image: Image.Image, reduce_to: int | None) -> Image.Image:
+    """Decode an opened file, shrunk by a whole factor when `reduce_to` allows (see `load_image`)."""
+    size = image.size
+    factor = min(size) // reduce_to if reduce_to else 1
+    if factor >= 2 and image.format == "JPEG":
+        image.draft(None, (-(-size[0] // factor), -(-size[1] // factor)))  # DCT scaling: 1/2, 1/4 or 1/8
+    image.load()
+    if factor >= 2 and image.format != "JPEG":
+        image = image.reduce(factor)
+    elif factor >= 2 and min(image.size) // reduce_to >= 2:  # a JPEG past 1/8 scale: reduce the rest
+        image = image.reduce(min(image.size) // reduce_to)
+    if image.size != size:
+        image.info["original_size"] = size
+    return image
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -215,14 +265,22 @@ class CLIPImageProcessor:
         return cls(**{k: v for k, v in config.items() if k in cls.__dataclass_fields__})
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None) -> CLIPImageProcessor:
-        """Read `preprocessor_config.json` from a folder (or that file itself); None gives CLIP's defaults."""
+    def from_pretrained(cls, path: str | os.PathLike | None = None, *, revision: str | None = None
+                        ) -> CLIPImageProcessor:  # fmt: skip
+        """Read `preprocessor_config.json` from a folder (or that file itself) or a Hub repo id at `revision` (the
+        Hugging Face cache first, downloading only with the `hub` extra); None gives CLIP's defaults."""
         if path is None:
             return cls()
-        file = Path(path) / CONFIG_NAME if Path(path).is_dir() else Path(path)
+        from .hub import resolve
+
+        found = resolve(path, revision, kind="image_processor")
+        file = found / CONFIG_NAME if found.is_dir() else found
         if not file.is_file():
-            raise FileNotFoundError(f"no {CONFIG_NAME} at {path}")
-        return cls.from_dict(json.loads(file.read_text(encoding="utf-8")))
+            raise FileNotFoundError(f"no {CONFIG_NAME} in {path}")
+        try:
+            return cls.from_dict(json.loads(file.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{file}: {e}") from None
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write `preprocessor_config.json` (atomically) in HF's layout; returns its path."""

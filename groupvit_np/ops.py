@@ -242,10 +242,12 @@ def linear(x: Any, p: Params) -> Any:
     """y = x W^T + b with W stored (Dout, Din) as in torch.  # [..., Din] -> [..., Dout]
 
     The leading axes are flattened first: one large 2-D product runs at BLAS speed, while NumPy's stacked
-    matmul would loop over the batch with small ones. The bias is added in place to the fresh product.
+    matmul would loop over the batch with small ones. The bias is added in place to the fresh product. A weight
+    stored in half precision is widened here, in its stored (Dout, Din) layout: left to the product, NumPy widens
+    the transposed view into a (Din, Dout) copy, BLAS takes another kernel and the sums round differently.
     """
     xp = namespace(x)
-    w = p["weight"]
+    w = xp.astype(p["weight"], x.dtype, copy=False)  # [Dout, Din]; a view when already in the compute dtype
     y = xp.reshape(x, (-1, x.shape[-1])) @ xp.matrix_transpose(w)  # [M, Din] @ [Din, Dout]
     y += p["bias"]
     return xp.reshape(y, (*x.shape[:-1], w.shape[0]))

@@ -14,10 +14,10 @@ from .batch import BatchEncoding
 from .image import CLIPImageProcessor
 
 
-def _default_tokenizer(path: str | os.PathLike | None = None) -> Any:
+def _default_tokenizer() -> Any:
     from .tokenizer import CLIPTokenizer  # imported late: images alone never need the vocabulary
 
-    return CLIPTokenizer.from_pretrained(path)
+    return CLIPTokenizer.from_pretrained()
 
 
 class CLIPProcessor:
@@ -68,9 +68,13 @@ class CLIPProcessor:
         return self.tokenizer.decode(ids, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None) -> CLIPProcessor:
-        """Tokenizer files and `preprocessor_config.json` from a folder; None gives the shipped CLIP defaults."""
-        return cls(_default_tokenizer(path), CLIPImageProcessor.from_pretrained(path))
+    def from_pretrained(cls, path: str | os.PathLike | None = None, *, revision: str | None = None) -> CLIPProcessor:
+        """Tokenizer files and `preprocessor_config.json` from a folder or a Hub repo id at `revision` (the Hugging
+        Face cache first, downloading only with the `hub` extra); None gives the shipped CLIP defaults."""
+        from .tokenizer import CLIPTokenizer
+
+        tokenizer = CLIPTokenizer.from_pretrained(path, revision=revision) if path is not None else None
+        return cls(tokenizer, CLIPImageProcessor.from_pretrained(path, revision=revision))
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write the image processor's config and the tokenizer's files in one folder that HF can read."""

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 
 from .backend import array_device, namespace, slice_add, to_namespace, to_numpy
-from .classify import encode_text, logit_scale
+from .classify import check_finite, encode_text, logit_scale
 from .datasets import IGNORE_INDEX, SEGMENTATION_TEMPLATES, LabelSet, custom_labels
 from .functional import vision_model
 from .heads import normalized_group_embeddings, projection_head, segmentation_logits
 from .image import CLIPImageProcessor, to_rgb_array
 from .ops import l2_normalize, softmax
-from .resize import bilinear_matrix, bilinear_taps, resize_grid
+from .resize import bilinear_taps, resize_grid
 
 MEAN_255 = (123.675, 116.28, 103.53)  # mmseg's img_norm_cfg: ImageNet mean/std on the 0-255 scale
 STD_255 = (58.395, 57.12, 57.375)
@@ -46,22 +46,43 @@ def rescale_size(height: int, width: int, short: int = 448, long: int = 2048) ->
 def resize_linear(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     """cv2.INTER_LINEAR (mmcv's default): half-pixel bilinear without antialiasing.  # [H, W, 3] u8 -> [h, w, 3] u8
 
-    Computed in float64 and rounded half up; OpenCV's 11-bit fixed-point weights can differ by one grey level.
+    Each output pixel blends its four source neighbours, rows first, in float64, rounded half up; OpenCV's 11-bit
+    fixed-point weights can differ by one grey level. Only the neighbours are gathered, so memory follows the
+    output's size, not the input's (a 12000 x 12000 photo costs no float copy of itself).
     """
     if rgb.shape[:2] == (height, width):
         return rgb
     like = np.zeros(1, dtype=np.float64)
-    rows, cols = bilinear_matrix(height, rgb.shape[0], like), bilinear_matrix(width, rgb.shape[1], like)
-    out = np.einsum("yY,YXc,xX->yxc", rows, rgb.astype(np.float64), cols, optimize=True)
+    y0, y1, fy = bilinear_taps(height, rgb.shape[0], like)  # [h] each
+    x0, x1, fx = bilinear_taps(width, rgb.shape[1], like)  # [w] each
+    y0, y1, x0, x1 = (t.astype(np.intp) for t in (y0, y1, x0, x1))
+    fy, fx = fy[:, None, None], fx[None, :, None]
+
+    def rows(cols: np.ndarray) -> np.ndarray:  # [h, w, 3]: the two source rows blended at the given columns
+        return (1.0 - fy) * rgb[y0[:, None], cols[None, :]] + fy * rgb[y1[:, None], cols[None, :]]
+
+    out = (1.0 - fx) * rows(x0) + fx * rows(x1)
     return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
 
 
-def segmentation_pixels(image: Any, short: int = 448, long: int = 2048) -> tuple[np.ndarray, tuple[int, int]]:
-    """Image -> normalised pixels [1, 3, h, w] float32 (h, w from `rescale_size`) and the input's (H, W)."""
+def segmentation_pixels(
+    image: Any,
+    short: int = 448,
+    long: int = 2048,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Image -> normalised pixels [1, 3, h, w] float32 (h, w from `rescale_size`) and the input's (H, W).
+
+    `mean` / `std` (0-1 scale, as in a preprocessor config) are the statistics the checkpoint was trained with;
+    the default is the original pipeline's ImageNet normalisation.
+    """
     rgb = to_rgb_array(image)  # [H, W, 3] uint8
     size = rgb.shape[:2]
+    mean_255 = np.asarray(MEAN_255) if mean is None else 255.0 * np.asarray(mean, dtype=np.float64)  # [3]
+    std_255 = np.asarray(STD_255) if std is None else 255.0 * np.asarray(std, dtype=np.float64)  # [3]
     x = resize_linear(rgb, *rescale_size(*size, short, long)).astype(np.float64)
-    x = (x - np.asarray(MEAN_255)) * (1.0 / np.asarray(STD_255))  # mmcv multiplies by the reciprocal
+    x = (x - mean_255) * (1.0 / std_255)  # mmcv multiplies by the reciprocal
     return np.ascontiguousarray(x.astype(np.float32).transpose(2, 0, 1)[None]), size
 
 
@@ -170,26 +191,32 @@ def _lerp(x: Any, taps: tuple[Any, Any, Any]) -> Any:
     return (1.0 - f) * xp.take(x, i0, axis=0) + f * xp.take(x, i1, axis=0)
 
 
+def label_dtype(n: int) -> np.dtype:
+    """The smallest dtype for label maps of `n` classes beside IGNORE_INDEX (255): uint8 up to 255 classes."""
+    return np.dtype(np.uint8 if n <= IGNORE_INDEX else np.int32)
+
+
 def resize_argmax(logits: Any, height: int, width: int, budget: int = 1 << 24) -> np.ndarray:
-    """Bilinear resize to (H, W), then argmax over classes.  # [C, h, w] -> [H, W] int64 on the host
+    """Bilinear resize to (H, W), then argmax over classes.  # [C, h, w] -> [H, W] uint8 (`label_dtype`), host
 
     Two taps per output sample (a dense resampling matrix would cost h times more at photo sizes), gathered along
     the leading axis so each copy is a contiguous block, in blocks of output columns holding about `budget`
-    values, so a 60-class map of a 12-megapixel photo fits in memory. Columns first, then rows, as torch.
+    values, written straight into the answer: a 60-class map of a 12-megapixel photo fits in memory, and the
+    answer takes one byte a pixel. Columns first, then rows, as torch.
     """
     xp = namespace(logits)
     c, h, w = logits.shape
     if (h, w) == (height, width):
-        return to_numpy(xp.argmax(logits, axis=0)).astype(np.int64)
+        return to_numpy(xp.argmax(logits, axis=0)).astype(label_dtype(c))
     rows, cols = _taps(height, h, logits), _taps(width, w, logits)
     by_column = xp.permute_dims(logits, (2, 0, 1))  # [w, C, h]
     step = max(1, budget // (c * (h + height)))
-    parts = []
+    out = np.empty((height, width), dtype=label_dtype(c))
     for x0 in range(0, width, step):
         part = _lerp(by_column, tuple(t[x0 : min(x0 + step, width)] for t in cols))  # [b, C, h]
         part = _lerp(xp.permute_dims(part, (2, 0, 1)), rows)  # [h, b, C] -> [H, b, C]
-        parts.append(to_numpy(xp.argmax(part, axis=-1)))  # [H, b]
-    return np.concatenate(parts, axis=1).astype(np.int64)
+        out[:, x0 : x0 + step] = to_numpy(xp.argmax(part, axis=-1))  # [H, b]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -200,7 +227,7 @@ def resize_argmax(logits: Any, height: int, width: int, budget: int = 1 << 24) -
 class SegmentationResult:
     """A label map over the input image and what produced it. Arrays are host NumPy."""
 
-    labels: np.ndarray  # [H, W] int64 indices into class_names; IGNORE_INDEX (255) where the method never looked
+    labels: np.ndarray  # [H, W] uint8 indices into class_names (`label_dtype`); IGNORE_INDEX (255) where unseen
     class_names: tuple[str, ...]  # background first when `background`
     background: bool
     probabilities: np.ndarray  # [K] image-level softmax over the foreground classes (slide: mean over windows)
@@ -216,13 +243,16 @@ class SegmentationResult:
 
     def fractions(self) -> dict[str, float]:
         """Share of the image's pixels given to each class present, largest first."""
-        counts = np.bincount(self.labels.ravel(), minlength=256)[: len(self.class_names)]
-        total = self.labels.size
+        n, flat, step = max(256, len(self.class_names)), self.labels.reshape(-1), 1 << 22
+        counts = np.zeros(n, dtype=np.int64)
+        for start in range(0, flat.size, step):  # bincount widens to int64: a block at a time, not the whole map
+            counts += np.bincount(flat[start : start + step], minlength=n)[:n]
+        counts, total = counts[: len(self.class_names)], self.labels.size
         order = np.argsort(-counts, kind="stable")
         return {self.class_names[k]: float(counts[k] / total) for k in order if counts[k]}
 
     def group_labels(self, stage: int = -1, size: tuple[int, int] | None = None) -> np.ndarray:
-        """Each pixel's argmax group at a stage, soft maps resized bilinearly first.  # -> [H, W] (or `size`) int64
+        """Each pixel's argmax group at a stage, soft maps resized bilinearly first.  # -> [H, W] (or `size`) uint8
 
         `size` draws the map at another (display) size of the whole input; pixels outside `box` are IGNORE_INDEX.
         """
@@ -233,7 +263,7 @@ class SegmentationResult:
         top, left = round(self.box[0] * sy), round(self.box[1] * sx)
         bottom, right = round(self.box[2] * sy), round(self.box[3] * sx)
         inner = resize_argmax(self.group_maps[stage], bottom - top, right - left)
-        out = np.full((height, width), IGNORE_INDEX, dtype=np.int64)
+        out = np.full((height, width), IGNORE_INDEX, dtype=inner.dtype)
         out[top:bottom, left:right] = inner
         return out
 
@@ -269,18 +299,21 @@ def segment(
     crop: int = 448,
     stride: int = 224,
     top_k: int = 5,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> SegmentationResult:
     """The original GroupViT zero-shot segmentation of one image (path, PIL image or [H, W, 3] array).
 
     `labels`: a LabelSet (`datasets.dataset_labels("voc")`) or a list of names; a list whose first name is
     "background" turns the background rule on, as the original's class tuples do. `threshold` overrides the label
     set's (0.95 for a list); `text_embeds` [K, P] (from `classify.encode_text`) skips re-encoding the names.
+    `mean` / `std`: the checkpoint's training normalisation (0-1 scale); default the original's ImageNet one.
     """
     if mode not in ("whole", "slide"):
         raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
     ls = _label_set(labels, threshold)
     text = _text(model, ls, templates, tokenizer, text_embeds)
-    pixels, (height, width) = segmentation_pixels(image, short_side, long_side)
+    pixels, (height, width) = segmentation_pixels(image, short_side, long_side, mean, std)
     h, w = pixels.shape[-2:]
     extras: dict[str, Any] = {}
     if mode == "whole":
@@ -298,6 +331,8 @@ def segment(
             count[y1:y2, x1:x2] += 1
         logits = logits / to_namespace(count, xp, dtype=logits.dtype, device=array_device(logits))
         probs = probs_sum / len(windows)
+    check_finite(probs, "class probabilities")
+    check_finite(logits, "pixel scores")
     return SegmentationResult(
         labels=resize_argmax(logits, height, width),
         class_names=ls.class_names,
@@ -319,11 +354,15 @@ def hf_segment(
     tokenizer: Any = None,
     text_embeds: Any = None,
     processor: CLIPImageProcessor | None = None,
+    threshold: float | None = None,
 ) -> SegmentationResult:
-    """HF's `segmentation_logits` (soft maps, s applied twice, no top-5 gate, no background) on its processor's
-    centre crop, argmaxed over the classes and mapped back onto the input; pixels outside the crop are IGNORE_INDEX.
+    """HF's `segmentation_logits` (soft maps, s applied twice, no top-5 gate) on its processor's centre crop,
+    argmaxed over the classes and mapped back onto the input; pixels outside the crop are IGNORE_INDEX.
 
-    With a background label set, "background" keeps index 0 (so palettes line up) but never wins.
+    HF has no background rule. With a background label set, "background" keeps index 0 (so palettes line up) and
+    wins where every class's weighted cosine, `segmentation_logits / s^2` = sum_g map_g * cos(group_g, text), is
+    below `threshold`: background is a class whose score is the threshold everywhere. Without a threshold it never
+    wins.
     """
     ls = _label_set(labels, None)
     processor = processor if processor is not None else CLIPImageProcessor()
@@ -341,9 +380,18 @@ def hf_segment(
     image_embed = l2_normalize(projection_head(vis["pooler_output"], head))  # [1, P]
     xp = model.xp
     probs = softmax((image_embed @ xp.matrix_transpose(text)) * xp.exp(model.params["logit_scale"]))[0, ...]
+    check_finite(probs, "class probabilities")
+    check_finite(seg, "segmentation logits")
     top, left, bottom, right = _crop_box(processor, height, width, ch, cw)
-    inner = resize_argmax(seg, bottom - top, right - left) + (1 if ls.background else 0)
-    labels_map = np.full((height, width), IGNORE_INDEX, dtype=np.int64)
+    dtype = label_dtype(len(ls.class_names))
+    if ls.background and threshold is not None:  # [K, ch, cw] -> [1 + K, ch, cw]
+        floor = xp.exp(model.params["logit_scale"]) ** 2 * float(threshold)  # the threshold on the logits' scale
+        seg = xp.concat([xp.ones_like(seg[:1, ...]) * floor, seg], axis=0)
+        inner = resize_argmax(seg, bottom - top, right - left).astype(dtype)
+    else:
+        inner = resize_argmax(seg, bottom - top, right - left).astype(dtype)
+        inner += 1 if ls.background else 0
+    labels_map = np.full((height, width), IGNORE_INDEX, dtype=inner.dtype)
     # a crop larger than the resized image (HF pads) hangs over the edges: paste only the part inside
     t, lf, b, r = max(top, 0), max(left, 0), min(bottom, height), min(right, width)
     labels_map[t:b, lf:r] = inner[t - top : b - top, lf - left : r - left]
@@ -356,7 +404,7 @@ def hf_segment(
         group_maps=tuple(to_numpy(m) for m in stage_maps(vis["attentions"], (gh, gw))),
         box=(top, left, bottom, right),
         method="hf",
-        meta={"mode": "whole", "resized": (ch, cw)},
+        meta={"mode": "whole", "resized": (ch, cw), "threshold": threshold if ls.background else None},
     )
 
 

@@ -88,6 +88,11 @@ def vocab_from_merges(merges: list[tuple[str, str]]) -> dict[str, int]:
     return {token: i for i, token in enumerate(tokens)}
 
 
+def _kinds(items: list) -> str:
+    """The types in a list that should hold only strings, for an error message: "str, NoneType"."""
+    return ", ".join(dict.fromkeys(type(t).__name__ for t in items))
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -130,18 +135,40 @@ class CLIPTokenizer:
     def vocab_size(self) -> int:
         return len(self.encoder)
 
+    def __len__(self) -> int:
+        """The vocabulary size with added tokens, as HF's `len(tokenizer)` (CLIP adds none beyond BOS/EOS)."""
+        return len(self.encoder)
+
+    def get_vocab(self) -> dict[str, int]:
+        """A copy of the token -> id mapping, as HF's `get_vocab()`."""
+        return dict(self.encoder)
+
+    def words_not_in_vocab(self, text: str) -> list[str]:
+        """The pre-tokens of `text` (after cleaning) that BPE cannot merge into one vocabulary token, in order.
+
+        With CLIP's 49k-token vocabulary these are rare words, which CLIP reads fine as pieces; with a small word
+        vocabulary (the demo checkpoint's) they are words the model never saw: "a cat" -> ["cat"].
+        """
+        return [w for w in self._pattern.findall(self.clean(text)) if len(self._bpe(w)[0]) > 1]
+
     # --- loading and saving ------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, **kwargs) -> CLIPTokenizer:
+    def from_pretrained(cls, path: str | os.PathLike | None = None, *, revision: str | None = None,
+                        **kwargs) -> CLIPTokenizer:  # fmt: skip
         """None: the shipped CLIP file; a .gz file (or a folder holding one); a folder with HF's vocab.json +
-        merges.txt (+ tokenizer_config.json / special_tokens_map.json)."""
-        if path is not None and Path(path, "bpe_simple_vocab_16e6.txt.gz").is_file():
-            path = Path(path, "bpe_simple_vocab_16e6.txt.gz")
+        merges.txt (+ tokenizer_config.json / special_tokens_map.json); or a Hub repo id at `revision` (the
+        Hugging Face cache first, downloading only with the `hub` extra)."""
+        if path is not None:
+            from groupvit_np.hub import resolve
+
+            path = resolve(path, revision, kind="tokenizer")
+            if (path / "bpe_simple_vocab_16e6.txt.gz").is_file():
+                path = path / "bpe_simple_vocab_16e6.txt.gz"
         if path is None or str(path).endswith(".gz"):
             return cls(None, read_bpe_gz(path) if path else None, **kwargs)
         folder = Path(path)
         if not (folder / "vocab.json").is_file() or not (folder / "merges.txt").is_file():
-            raise FileNotFoundError(f"{folder} is not a folder with vocab.json and merges.txt (nothing is downloaded)")
+            raise FileNotFoundError(f"{folder} is not a folder with vocab.json and merges.txt")
         vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
         merges = parse_merges((folder / "merges.txt").read_text(encoding="utf-8"))
         config = {}
@@ -270,9 +297,10 @@ class CLIPTokenizer:
         truncate = legacy or truncation not in (None, False, "do_not_truncate")
         if max_length is None and (truncate or modes[padding] == "max_length"):
             max_length = self.model_max_length
-        texts = [text] if isinstance(text, str) else list(text)
-        if not all(isinstance(t, str) for t in texts):
-            raise TypeError("CLIPTokenizer takes a string or a list of strings")
+        texts = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else None
+        if texts is None or not all(isinstance(t, str) for t in texts):
+            got = type(text).__name__ if texts is None else f"a list holding {_kinds(texts)}"
+            raise TypeError(f"CLIPTokenizer takes a string or a list of strings, got {got}")
         rows, n_special = [], 2 if add_special_tokens else 0
         for t in texts:
             ids = self._ids(t)

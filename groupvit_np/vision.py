@@ -27,7 +27,8 @@ def patch_embed(pixel_values: Any, p: Params, patch: int) -> Any:
     gh, gw = h // patch, w // patch
     x = xp.reshape(pixel_values, (b, c, gh, patch, gw, patch))  # [B, C, gh, ky, gw, kx]
     x = xp.reshape(xp.permute_dims(x, (0, 2, 4, 1, 3, 5)), (b, gh * gw, c * patch * patch))  # [B, N, C*k*k]
-    weight = xp.reshape(p["weight"], (p["weight"].shape[0], c * patch * patch))  # [D, C*k*k]
+    weight = xp.astype(p["weight"], x.dtype, copy=False)  # half-precision storage widened as in `ops.linear`
+    weight = xp.reshape(weight, (weight.shape[0], c * patch * patch))  # [D, C*k*k]
     return x @ xp.matrix_transpose(weight) + p["bias"]  # [B, N, D]
 
 
@@ -54,9 +55,9 @@ def vision_stage(
 ) -> tuple[Any, Any, Any]:
     """One stage: append group tokens, run the layers, split, group.  # [B, N, D] -> [B, S, D], [B, G, D], [B, S, N]
 
-    The group tokens are the learned table, plus (stage 1) a token-mixing projection of the previous stage's
-    group tokens. Returns the new tokens, the post-layer group tokens (the next stage's `prev_groups`) and the
-    soft assignment; a stage without group tokens returns (x, None, None).
+    The group tokens are the learned table, plus (in the second grouping stage) a token-mixing projection of the
+    first stage's group tokens. Returns the new tokens, the post-layer group tokens (the next stage's
+    `prev_groups`) and the soft assignment; a stage without group tokens returns (x, None, None).
     """
     xp = namespace(x)
     b, n, d = x.shape

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .config import as_if_created
 from .datasets import IGNORE_INDEX, generated_colours
 
 
@@ -27,6 +28,7 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         image.save(tmp, format="PNG")
+        as_if_created(tmp)  # 0644 under the usual umask, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -38,9 +40,17 @@ def label_png(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
     """The label map as a palettised ("P") image: pixel value = class index, colours from `palette` [256, 3]."""
     if labels.min() < 0 or labels.max() > 255:
         raise ValueError(f"label values must lie in 0..255 to fit a palettised PNG, got {labels.min()}..{labels.max()}")
-    image = Image.fromarray(labels.astype(np.uint8), mode="P")
+    image = Image.fromarray(labels.astype(np.uint8, copy=False), mode="P")
     image.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
     return image
+
+
+# Fonts tried, in order, for a name Pillow's own font (Latin letters only) cannot draw. Pillow finds them by file
+# name in the system's font folders (Linux: $XDG_DATA_DIRS/fonts; macOS and Windows: their font folders).
+FONT_FILES = ("DejaVuSans.ttf", "NotoSans-Regular.ttf", "NotoSansCJK-Regular.ttc", "NotoSansCJKsc-Regular.otf",
+              "NotoSansArabic-Regular.ttf", "NotoSansDevanagari-Regular.ttf", "Arial Unicode.ttf", "arialuni.ttf",
+              "msyh.ttc", "malgun.ttf", "PingFang.ttc", "Hiragino Sans GB.ttc", "DroidSansFallbackFull.ttf",
+              "wqy-zenhei.ttc", "FreeSans.ttf", "unifont.ttf")  # fmt: skip
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -48,6 +58,45 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default(size=size)  # a scalable font (Pillow >= 10.1 with FreeType)
     except (TypeError, OSError):  # pragma: no cover - old Pillow or no FreeType: the small bitmap font
         return ImageFont.load_default()
+
+
+def _glyph(font: ImageFont.FreeTypeFont, char: str) -> tuple:
+    mask = font.getmask(char)
+    return mask.size, bytes(mask)
+
+
+def missing_chars(font: ImageFont.ImageFont, text: str) -> set[str]:
+    """The characters of `text` that `font` would draw as its "missing glyph" box."""
+    if not isinstance(font, ImageFont.FreeTypeFont):
+        return set()
+    box = _glyph(font, "\U0010fffd")  # a private-use code point: no font has it
+    return {c for c in set(text) if not c.isspace() and _glyph(font, c) == box}
+
+
+def fonts_for(names: Sequence[str], size: int) -> dict[str, ImageFont.ImageFont]:
+    """A font for each name: Pillow's own when it draws every character, else the first of FONT_FILES on this
+    system that does (or the one that misses fewest)."""
+    default, system, out = _font(size), None, {}
+    for name in names:
+        out[name] = default
+        if missing_chars(default, name):
+            if system is None:  # looked up once per call, only when some name needs it
+                system = [f for f in map(lambda n: _open_font(n, size), FONT_FILES) if f is not None]
+            out[name] = min([default, *system], key=lambda f: len(missing_chars(f, name)))  # ties: the first
+    return out
+
+
+def _open_font(name: str, size: int) -> ImageFont.FreeTypeFont | None:
+    try:
+        return ImageFont.truetype(name, size)
+    except OSError:  # not on this system
+        return None
+
+
+def undrawable(names: Sequence[str]) -> str:
+    """The characters of `names` that no font on this system draws (they would show as boxes), sorted."""
+    fonts = fonts_for(names, 20)
+    return "".join(sorted(set().union(*(missing_chars(fonts[n], n) for n in names))))
 
 
 def text_size(height: int, width: int) -> int:
@@ -120,9 +169,10 @@ def draw_names(image: Image.Image, labels: np.ndarray, names: dict[int, str], si
     out = image.copy()
     draw = ImageDraw.Draw(out)
     size = size or text_size(*labels.shape)
-    font, stroke = _font(size), max(2, size // 7)
+    fonts, stroke = fonts_for(list(names.values()), size), max(2, size // 7)
     placed: list[tuple[int, int, int, int]] = []
     for k, name in names.items():
+        font = fonts[name]
         cy, cx = _anchor(labels, k, size)
         left, top, right, bottom = draw.textbbox((0, 0), name, font=font, stroke_width=stroke)
         tw, th = right - left, bottom - top
@@ -168,10 +218,10 @@ def panel(pictures: Sequence[Image.Image], titles: Sequence[str], legend: dict[s
     height = min(height, max(p.height for p in pictures))
     tiles = [_fit(p.convert("RGB"), height) for p in pictures]
     gap, size = 8, max(14, height // 22)
-    font = _font(size)
+    font, fonts = _font(size), fonts_for(list(legend or {}), size)
     title_h = size + 2 * gap
     width = sum(t.width for t in tiles) + gap * (len(tiles) + 1)
-    rows = _legend_rows(legend or {}, font, size, width - 2 * gap, gap)
+    rows = _legend_rows(legend or {}, fonts, size, width - 2 * gap, gap)
     legend_h = len(rows) * (size + gap) + (gap if rows else 0)
     out = Image.new("RGB", (width, title_h + height + gap + legend_h), (32, 32, 32))
     draw = ImageDraw.Draw(out)
@@ -184,16 +234,16 @@ def panel(pictures: Sequence[Image.Image], titles: Sequence[str], legend: dict[s
     for row in rows:
         for lx, name, colour in row:
             draw.rectangle((lx, y + 2, lx + size - 4, y + size - 2), fill=tuple(colour), outline=(235, 235, 235))
-            draw.text((lx + size + 2, y), name, font=font, fill=(235, 235, 235))
+            draw.text((lx + size + 2, y), name, font=fonts[name], fill=(235, 235, 235))
         y += size + gap
     return out
 
 
-def _legend_rows(legend: dict[str, tuple[int, ...]], font, size: int, width: int, gap: int):
+def _legend_rows(legend: dict[str, tuple[int, ...]], fonts: dict, size: int, width: int, gap: int):
     """Lay legend entries (swatch + text) out left to right, wrapping at `width`."""
     rows, row, x = [], [], gap
     for name, colour in legend.items():
-        w = size + 2 + round(font.getlength(name)) + 3 * gap
+        w = size + 2 + round(fonts[name].getlength(name)) + 3 * gap
         if row and x + w > width:
             rows.append(row)
             row, x = [], gap
@@ -228,7 +278,8 @@ def save_segmentation(image: np.ndarray, result, palette: np.ndarray, out_dir: s
     if (h, w) != labels.shape:  # many megapixels: draw smaller; a tiny scene: draw its pixels as blocks
         smooth = Image.Resampling.LANCZOS if h < labels.shape[0] else Image.Resampling.NEAREST
         image = np.asarray(Image.fromarray(image).resize((w, h), smooth))
-        labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST))
+        small = Image.fromarray(labels.astype(np.uint8, copy=False)).resize((w, h), Image.Resampling.NEAREST)
+        labels = np.asarray(small)
     over = overlay(image, labels.astype(np.int64), palette, result.class_names, result.background)
     paths["overlay"] = save_png(over, out / f"{stem}_overlay.png")
     tiles, titles = [Image.fromarray(image), over], ["input", "HF-style" if result.method == "hf" else "segmentation"]

@@ -57,17 +57,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def load_checkpoint(source: str | os.PathLike, revision: str | None = None) -> tuple[GroupViTConfig, dict[str, Any]]:
     """Config and flat HF-named state dict from a folder, a weights file, an NVlabs .pth or a Hub repo id."""
-    path = Path(source)
-    if not path.exists():
-        text = str(source)
-        if text.count("/") == 1 and not text.startswith((".", "/")) and not os.path.splitext(text)[1]:
-            from .hub import resolve_repo
+    from .hub import resolve
 
-            path = resolve_repo(text, revision)
-        else:
-            raise CheckpointError(
-                f"{source}: no such file or folder (nor a Hub repo id like 'nvidia/groupvit-gcc-yfcc')"
-            )
+    try:
+        path = resolve(source, revision, kind="model")
+    except FileNotFoundError as e:  # every failure to load a checkpoint is a CheckpointError
+        raise CheckpointError(str(e)) from None
     if path.is_file() and path.suffix == ".pth" and not (path.parent / "config.json").is_file():
         from .convert import load_nvlabs
 

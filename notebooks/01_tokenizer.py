@@ -279,16 +279,25 @@ masked = text_tower(ids, p, cfg, attention_mask=mask)
 unmasked = text_tower(ids, p, cfg, attention_mask=None)
 real = mask.astype(bool)
 delta = np.abs(masked["last_hidden_state"] - unmasked["last_hidden_state"]).max(axis=-1)  # [T, L]
-print("max change from the padding mask, real tokens:", delta[real].max(), "  pad tokens:", delta[~real].max())
-print("pooled: alone vs in the padded batch, max difference:", np.abs(alone[0] - masked["pooler_output"][row]).max())
+print("max change from the padding mask, real tokens:", _common.below(delta[real].max(), 1e-12),
+      "  pad tokens:", round(float(delta[~real].max()), 4))  # fmt: skip
+print("pooled: alone vs in the padded batch, max difference:",
+      _common.below(np.abs(alone[0] - masked["pooler_output"][row]).max(), 1e-12))  # fmt: skip
 
 # %% [markdown]
 # Pad on the **left** instead and both pooling rules (the first EOS, or the "largest id" rule of 2022 configs)
-# pick position 0: a pad, not the caption's end. Without an attention mask that pad has seen only itself, so
-# every left-padded caption pools to the *same* vector. With the mask it is worse than useless: at position 0
-# causality blocks every later key and the mask blocks the pad itself, so the softmax row has no allowed key at
-# all and its result depends on how the library happens to combine the two masks. Either way the caption's
-# summary is lost; compare each left-padded pooled vector with the right-padded one:
+# pick position 0: a pad, not the caption's end. What that pad's vector holds depends on the attention mask.
+#
+# * **No mask.** Causality lets position 0 see only itself, and the pad token is the same in every caption, so
+#   every left-padded caption pools to the *same* vector: it carries nothing about the caption.
+# * **With the mask.** At position 0 causality blocks every later key and the padding rule blocks the pad
+#   itself: the softmax row has no allowed key at all. The library (like HF 4.x) writes a very large negative
+#   number, `finfo.min`, where one rule blocks and $-\infty$ where both do. The softmax subtracts the row's
+#   maximum, so the keys blocked by only one rule (the pad itself and the caption's real tokens, *after* it) tie
+#   at the top and share the attention equally, and the pad ends up reading the whole caption, future included.
+#
+# Compare each left-padded pooled vector with the right-padded (correct) one, and, as the yardstick, with how
+# similar the correct vectors of *different* captions are to each other:
 
 # %%
 width = ids.shape[1]
@@ -307,10 +316,31 @@ def unit(x):
 
 good = unit(text_tower(right, p, cfg, attention_mask=right_mask)["pooler_output"])
 left_none = unit(text_tower(left, p, cfg)["pooler_output"])
-left_masked = unit(text_tower(left, p, cfg, attention_mask=left_mask)["pooler_output"])
+left_run = text_tower(left, p, cfg, attention_mask=left_mask)
+left_masked = unit(left_run["pooler_output"])
+others = (good @ good.T)[~np.eye(len(good), dtype=bool)]
+print("yardstick: cosine between the correct vectors of different captions:", np.round(others.min(), 2), "..",
+      np.round(others.max(), 2))  # fmt: skip
 print("left, no mask: cosine between the three captions\n", np.round(left_none @ left_none.T, 6))
-print("cosine(left-padded, right-padded) per caption, no mask:", np.round((left_none * good).sum(-1), 3))
-print("cosine(left-padded, right-padded) per caption, masked: ", np.round((left_masked * good).sum(-1), 3))
+print("cosine(left-padded, right-padded) per caption, no mask:", np.round((left_none * good).sum(-1), 2))
+print("cosine(left-padded, right-padded) per caption, masked: ", np.round((left_masked * good).sum(-1), 2))
+print("masked: is each left-padded vector nearest its own caption's correct one?",
+      (np.argmax(left_masked @ good.T, axis=1) == np.arange(len(good))).tolist())  # fmt: skip
+keys = [mtok.convert_ids_to_tokens(int(i)).replace("</w>", "") for i in left[0]]
+print("masked, layer 1: what the pad at position 0 attends to (mean over heads), caption 0:")
+print({f"{j}:{k}": round(float(w), 3) for j, (k, w) in enumerate(zip(keys, left_run["attentions"][0][0].mean(0)[0],
+                                                                     strict=True))})  # fmt: skip
+
+# %% [markdown]
+# <!-- CHECKPOINT-DEPENDENT: the reading of the cosines below (masked above unmasked, above the yardstick). -->
+# Read the numbers against the yardstick. Without the mask the three captions share one vector (cosine 1
+# between them), so its cosine with each correct vector only says how typical that caption is: it identifies
+# nothing. With the mask the left-padded vectors sit *closer* to their own captions than different captions sit
+# to each other, so the masked version is not useless: the pad really did read the caption. But it read it
+# through an accident of how two masks combine (all tokens at once, equally weighted, ignoring causality), not
+# the summary the model was trained to produce at the EOS, so it is still not the caption's embedding, and
+# another library's way of combining masks (all $-\infty$, giving NaN; or a different fill value) gives
+# something else again. Pad on the right.
 
 # %% [markdown]
 # **Summary.** Text becomes ids by cleaning, a regex split, a byte-to-character map and BPE merges in rank order;

@@ -64,9 +64,9 @@ plt.show()
 # %% [markdown]
 # ## 1. Patches as a matrix product
 #
-# The first layer is a convolution with kernel = stride = patch size `k`. Because the windows do not overlap,
-# that convolution is nothing but: cut the image into `k x k` patches, flatten each patch into a vector of
-# `C*k*k` numbers, and multiply by the kernel reshaped to a `[D, C*k*k]` matrix. Tokens come out in row-major
+# The first layer is a convolution with kernel = stride = patch size $k$. Because the windows do not overlap,
+# that convolution is nothing but: cut the image into $k \times k$ patches, flatten each patch into a vector of
+# $Ck^2$ numbers, and multiply by the kernel reshaped to a $D \times Ck^2$ matrix. Tokens come out in row-major
 # grid order, `index = row * grid_width + col`.
 
 # %%
@@ -91,7 +91,11 @@ plt.show()
 
 # %% [markdown]
 # The check: a convolution written the slow way, one output position at a time, straight from its definition
-# `out[d, i, j] = b[d] + sum over c, y, x of w[d, c, y, x] * image[c, i*k + y, j*k + x]`.
+#
+# $$
+# \mathrm{out}_{d,i,j} = b_d + \sum_{c=1}^{C} \sum_{y=0}^{k-1} \sum_{x=0}^{k-1} w_{d,c,y,x} \,
+# \mathrm{image}_{c,\; ik+y,\; jk+x}.
+# $$
 
 # %%
 conv = params["embeddings"]["patch_embeddings"]["projection"]
@@ -103,7 +107,8 @@ for i in range(gh):
         direct[i, j] = (w * window).sum(axis=(1, 2, 3)) + b  # [D]
 tokens = patch_embed(pixels, conv, k)  # [1, N, D]
 print("patch_embed:", tokens.shape, " weight as a matrix:", (w.shape[0], int(np.prod(w.shape[1:]))))
-print("max |matrix product - convolution loop| =", np.abs(tokens[0] - direct.reshape(gh * gw, -1)).max())
+print("max |matrix product - convolution loop| =", _common.below(np.abs(tokens[0] - direct.reshape(gh * gw, -1)).max(),
+                                                                  1e-12))  # fmt: skip
 
 # %% [markdown]
 # Each row of that matrix is one filter, an RGB patch the token's channel responds to:
@@ -129,9 +134,17 @@ plt.show()
 print(inspect.getsource(vision_embeddings))
 
 # %% [markdown]
-# After the LayerNorm every token has mean 0 and variance 1 across its `D` channels (before the learned gain
-# and bias), whatever the brightness or contrast of its patch. So the position table is added to vectors of a
-# known scale. The order matters: normalising after adding gives different tokens.
+# LayerNorm normalises each token over its own $D$ channels, then applies a learned gain $\gamma$ and bias
+# $\beta$:
+#
+# $$
+# \mathrm{LN}(x) = \gamma \odot \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta, \qquad
+# \mu = \frac{1}{D}\sum_{c} x_c, \quad \sigma^2 = \frac{1}{D}\sum_{c} (x_c - \mu)^2 .
+# $$
+#
+# The normalised vector $(x - \mu)/\sigma$ has mean 0 and variance 1 over its $D$ entries, so its length is
+# exactly $\sqrt{D}$, whatever the brightness or contrast of the patch. So the position table is added to
+# vectors of a known scale. The order matters: normalising after adding gives different tokens.
 
 # %%
 emb = params["embeddings"]
@@ -139,15 +152,27 @@ normed = layer_norm(tokens, emb["layernorm"], vcfg.layer_norm_eps)  # [1, N, D]
 table = emb["position_embeddings"]  # [1, N, D]
 x0 = vision_embeddings(pixels, emb, vcfg)  # [1, N, D]
 raw_norm, ln_norm = np.linalg.norm(tokens[0], axis=-1), np.linalg.norm(normed[0], axis=-1)
+pos_norm = np.linalg.norm(table[0], axis=-1)  # [N]
 print(f"token norms before LN: {raw_norm.min():.2f} .. {raw_norm.max():.2f};  after: {ln_norm.min():.2f} .. "
-      f"{ln_norm.max():.2f};  position rows: {np.linalg.norm(table[0], axis=-1).mean():.2f} on average")  # fmt: skip
-print("max |LN(x) + pos - embeddings| =", np.abs(normed + table - x0).max())
-print("max |LN(x + pos) - (LN(x) + pos)| =", np.abs(layer_norm(tokens + table, emb["layernorm"]) - x0).max())
+      f"{ln_norm.max():.2f};  sqrt(D) = sqrt({vcfg.hidden_size}) = {np.sqrt(vcfg.hidden_size):.2f}")  # fmt: skip
+print(f"position rows: norm {pos_norm.mean():.2f} on average, {pos_norm.mean() / ln_norm.mean():.0%} of a token's")
+print("max |LN(x) + pos - embeddings| =", _common.below(np.abs(normed + table - x0).max(), 1e-12))
+print("max |LN(x + pos) - (LN(x) + pos)| =",
+      round(float(np.abs(layer_norm(tokens + table, emb["layernorm"]) - x0).max()), 3))  # fmt: skip
+
+# %% [markdown]
+# <!-- CHECKPOINT-DEPENDENT: "position rows are short next to the tokens" (8x8 checkpoint: 6% of a token's length). -->
+# The normalised tokens have length close to $\sqrt{D}$ (the learned $\gamma$ and $\beta$ move it a little
+# from the exact value), while the position rows are short next to them: adding the table moves a token by a
+# small fraction of its length (printed above). Position is a small, consistent offset that attention can still
+# read, because it is the same for every image; the patch content dominates the token.
 
 # %% [markdown]
 # The position table itself, seen through cosine similarity: for a few reference tokens (marked), how similar
-# every other token's position vector is. Trained tables tend to light up a neighbourhood around the reference;
-# a random table does not.
+# every other token's position vector is. Two kinds of structure can show up in a trained table: a
+# **neighbourhood** (positions near the reference are similar, similarity falls with distance), or a coarse
+# **layout** such as interior versus border (all interior positions alike, all border positions alike). A random
+# table shows neither. Two numbers below the picture measure each.
 
 # %%
 unit = table[0] / np.linalg.norm(table[0], axis=-1, keepdims=True)  # [N, D]
@@ -161,14 +186,42 @@ for ax, (r, c) in zip(axes, refs, strict=True):
     ax.axis("off")
 fig.colorbar(im, ax=axes, shrink=0.8)
 plt.show()
+cos_all = unit @ unit.T  # [N, N]
+rr, cc = np.divmod(np.arange(gh * gw), gw)  # each token's grid row and column
+dist = np.maximum(np.abs(rr[:, None] - rr[None, :]), np.abs(cc[:, None] - cc[None, :]))  # [N, N] grid distance
+border = (rr == 0) | (rr == gh - 1) | (cc == 0) | (cc == gw - 1)  # [N]
+same_side = border[:, None] == border[None, :]
+print(f"neighbourhood: mean cosine to the 8 neighbours {cos_all[dist == 1].mean():.2f}, to positions at distance "
+      f">= {gh // 2}: {cos_all[dist >= gh // 2].mean():.2f}")  # fmt: skip
+print(f"layout: mean cosine interior-interior {cos_all[~border][:, ~border].mean():.2f}, border-border "
+      f"{cos_all[border][:, border].mean():.2f}, interior-border {cos_all[~same_side].mean():.2f}")  # fmt: skip
 
 # %% [markdown]
+# <!-- CHECKPOINT-DEPENDENT: which structure the demo table shows (8x8 checkpoint: some of both, border strongest). -->
+# Read the picture with those two lines. A neighbourhood shows as neighbours clearly more similar than distant
+# positions; a layout as high cosines within the interior and within the border and a low one between them. The
+# 8x8 demo table has some of both, and the border/interior contrast is the strongest (it is what the picture
+# shows): a plausible lesson from the demo's scenes, where objects are placed away from the edges, so border
+# patches are nearly always background.
+#
 # ## 3. Multi-head self-attention, the head split as shapes
 #
 # Both towers use the same pre-LN transformer layer: `x + MHA(LN1(x))`, then `+ MLP(LN2(x))`. Inside the
 # attention, `D` channels are cut into `H` heads of `Dh = D / H` channels (channel `c = h * Dh + j`), each head
-# attends on its own, and the heads are put back side by side. The picture uses this checkpoint's sizes for the
-# first layer of stage 0, which sees the image tokens *and* the group tokens (section 4):
+# attends on its own, and the heads are put back side by side:
+#
+# $$
+# Q = x W_q^\top + b_q,\quad K = x W_k^\top + b_k,\quad V = x W_v^\top + b_v, \qquad
+# A_h = \mathrm{softmax}_{j}\!\left(\frac{Q_h K_h^\top}{\sqrt{D_h}}\right),
+# $$
+#
+# $$
+# \mathrm{MHA}(x) = \big[\,A_1 V_1 \;\; A_2 V_2 \;\cdots\; A_H V_H\,\big]\, W_o^\top + b_o,
+# $$
+#
+# where $Q_h$ is channels $hD_h \ldots (h+1)D_h - 1$ of $Q$, and the softmax runs over the keys $j$: each query
+# row of $A_h$ sums to 1. The picture uses this checkpoint's sizes for the first layer of stage 1, which sees the
+# image tokens *and* the group tokens (section 4):
 
 # %%
 stages = params["encoder"]["stages"]
@@ -212,11 +265,27 @@ ax.set_title(f"one attention layer: channel c = h*{Dh} + j; each head attends se
 plt.show()
 
 # %% [markdown]
-# The library's function, and the same computation written with `einsum` and an explicit head axis. The
-# `1/sqrt(Dh)` scale is applied to `q` after its bias, as HF does.
+# The formula, written with `einsum` and an explicit head axis, as a reference to read (the library's
+# `multi_head_attention` computes the same with contiguous memory layouts that keep NumPy fast, which is harder
+# to read, so we check it against this instead). The $1/\sqrt{D_h}$ scale is applied to $Q$ after its bias, as
+# HF does.
+
 
 # %%
-print(inspect.getsource(multi_head_attention))
+def attention_reference(x, p, H):  # [B, L, D] -> [B, L, D], [B, H, L, L]
+    B, L, D = x.shape
+    Dh = D // H
+
+    def split(t):  # [B, L, D] -> [B, H, L, Dh]: channel c = h * Dh + j
+        return t.reshape(B, L, H, Dh).transpose(0, 2, 1, 3)
+
+    q = split(linear(x, p["q_proj"]) * Dh**-0.5)  # scaled after the bias
+    k, v = split(linear(x, p["k_proj"])), split(linear(x, p["v_proj"]))
+    weights = softmax(np.einsum("bhid,bhjd->bhij", q, k), axis=-1)  # [B, H, L, L]: each row sums to 1 over keys j
+    heads = np.einsum("bhij,bhjd->bhid", weights, v)  # [B, H, L, Dh]
+    merged = heads.transpose(0, 2, 1, 3).reshape(B, L, D)  # heads side by side again
+    return linear(merged, p["out_proj"]), weights
+
 
 # %%
 g_tok = np.broadcast_to(stages[0]["group_token"], (1, G0, D))  # [1, G0, D]: the learned group tokens
@@ -224,24 +293,15 @@ z = np.concatenate([x0, g_tok], axis=1)  # [1, N + G0, D]: image tokens first, g
 layer = stages[0]["layers"][0]
 h = layer_norm(z, layer["layer_norm1"], vcfg.layer_norm_eps)  # [1, L0, D]
 att = layer["self_attn"]
-
-
-def split(t):  # [1, L, D] -> [1, H, L, Dh]
-    return t.reshape(1, -1, H, Dh).transpose(0, 2, 1, 3)
-
-
-q = split(linear(h, att["q_proj"]) * Dh**-0.5)
-kk, v = split(linear(h, att["k_proj"])), split(linear(h, att["v_proj"]))
-weights = softmax(np.einsum("bhid,bhjd->bhij", q, kk), axis=-1)  # [1, H, L0, L0]: each row sums to 1
-merged = np.einsum("bhij,bhjd->bhid", weights, v).transpose(0, 2, 1, 3).reshape(1, -1, D)  # [1, L0, D]
-ours = linear(merged, att["out_proj"])
+ours, weights = attention_reference(h, att, H)
 lib_out, lib_weights = multi_head_attention(h, h, att, H)
-print("max |einsum - library| output:", np.abs(ours - lib_out).max(), " weights:", np.abs(weights - lib_weights).max())
+print("max |reference - library| output:", _common.below(np.abs(ours - lib_out).max(), 1e-12),
+      " weights:", _common.below(np.abs(weights - lib_weights).max(), 1e-12))  # fmt: skip
 
 # %% [markdown]
 # ## 4. Group tokens ride along
 #
-# At the start of stage 0 the `G` learned group tokens are **appended after** the `N` image tokens, and the
+# At the start of stage 1 the `G` learned group tokens are **appended after** the `N` image tokens, and the
 # stage's layers treat all `N + G` tokens alike. The attention weights of that first layer (averaged over
 # heads) show four blocks: image-to-image, image-to-group, group-to-image and group-to-group. The group tokens
 # gather information from the image through the bottom-left block; that is how they come to stand for regions.
@@ -252,7 +312,7 @@ fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.8), gridspec_kw={"width_ratios": 
 im = axes[0].imshow(avg, cmap="magma", vmax=np.quantile(avg, 0.995))
 for ax_line in (axes[0].axhline, axes[0].axvline):
     ax_line(N - 0.5, color="c", lw=1.2)
-axes[0].set_title(f"layer-0 attention, mean over heads [{L0}, {L0}]")
+axes[0].set_title(f"stage 1, first layer: attention, mean over heads [{L0}, {L0}]")
 axes[0].set_xlabel(f"key: {N} image tokens | {G0} group tokens")
 axes[0].set_ylabel("query")
 fig.colorbar(im, ax=axes[0], shrink=0.8)
@@ -275,9 +335,10 @@ print(f"share of the attention mass that image queries give to group keys: {avg[
 print(inspect.getsource(vision_stage))
 
 # %% [markdown]
-# Running the stages by hand (stage 1's group tokens get a token-mixing projection of stage 0's, passed as
-# `prev_groups`), and the shapes at each step. The image token count falls at every grouping stage, and the
-# last stage has no group tokens: it is a plain transformer over the final segment tokens.
+# Running the stages by hand, and the shapes at each step. The notebooks number the stages from 1: stages 1 and 2
+# group (16 then 4 output groups for the demo), stage 3 has no group tokens and is a plain transformer over the
+# final segment tokens. Stage 2's group tokens get a token-mixing projection of stage 1's, passed as
+# `prev_groups` (the library's `stage` argument is the 0-based index into the list of stages).
 
 # %%
 x, prev = x0, None
@@ -288,11 +349,13 @@ for s, stage in enumerate(stages):
     prev = groups if groups is not None else prev
     extra = (f"+ {groups.shape[1]} group tokens -> assignment {tuple(soft.shape)}" if soft is not None
              else "(no group tokens)")  # fmt: skip
-    print(f"stage {s}: {vcfg.depths[s]} layer(s) over {n_in} image tokens {extra} -> {tuple(x.shape)}")
+    print(f"stage {s + 1}: {vcfg.depths[s]} layer(s) over {n_in} image tokens {extra} -> {tuple(x.shape)}")
 final = layer_norm(x, params["layernorm"], vcfg.layer_norm_eps)  # [1, S, D]
 out = vision_tower(pixels, params, vcfg)
-print("max |by hand - vision_tower| last_hidden_state:", np.abs(final - out["last_hidden_state"]).max())
-print("pooler_output = mean of the final segment tokens:", np.abs(final.mean(1) - out["pooler_output"]).max())
+print("max |by hand - vision_tower| last_hidden_state:",
+      _common.below(np.abs(final - out["last_hidden_state"]).max(), 1e-12))  # fmt: skip
+print("pooler_output = mean of the final segment tokens, max difference:",
+      _common.below(np.abs(final.mean(1) - out["pooler_output"]).max(), 1e-12))  # fmt: skip
 print("hidden_states:", [tuple(t.shape) for t in out["hidden_states"]])
 print("attentions (soft assignments):", [tuple(a.shape) for a in out["attentions"]])
 
@@ -303,7 +366,8 @@ print("attentions (soft assignments):", [tuple(a.shape) for a in out["attentions
 # %%
 model32 = _common.load(dtype="float32")[0]
 f32, f64 = model32.get_image_features(pixels.astype(np.float32)), model.get_image_features(pixels)
-print("relative difference float32 vs float64:", float(np.abs(f32 - f64).max() / np.abs(f64).max()))
+print("relative difference float32 vs float64:", _common.below(np.abs(f32 - f64).max() / np.abs(f64).max(), 1e-5),
+      " (float32 resolves about 6e-8 relative; ~20 layers accumulate it)")  # fmt: skip
 
 # %% [markdown]
 # **Summary.** Patch tokens are a matrix product; they are normalised, then given positions; group tokens are

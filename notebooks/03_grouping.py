@@ -28,6 +28,10 @@
 # 5. Gumbel noise and temperature, the training-time sampling, with explicit noise;
 # 6. the `count + 1` normalisation, and what an empty group outputs;
 # 7. the two stages together: tokens to groups to segments.
+#
+# The stages are numbered from 1 in all the notebooks: stage 1 is the first grouping (16 groups in the demo
+# checkpoint), stage 2 the second (4 groups). HF's `attentions[0]` and `attentions[1]` hold their soft maps.
+# *Why* training makes these groups follow objects is the last section of notebook 4, once the loss is built.
 
 # %%
 import inspect
@@ -48,7 +52,7 @@ from groupvit_np.grouping import (
     one_hot_argmax,
     token_assign,
 )
-from groupvit_np.ops import layer_norm, linear, mixer_mlp, softmax
+from groupvit_np.ops import layer_norm, linear, mixer_mlp, mlp, softmax
 from groupvit_np.vision import vision_embeddings, vision_tower
 from groupvit_np.viz import blend
 
@@ -76,7 +80,7 @@ def on_image(token_labels, n_colours, alpha=0.55, offset=0):
 # %% [markdown]
 # ## 1. The block and its inputs
 #
-# The grouping block of stage 0 receives the `N` image tokens and the `G` group tokens as the stage's
+# The grouping block of stage 1 receives the `N` image tokens and the `G` group tokens as the stage's
 # transformer layers left them. We run those layers by hand to hold both:
 
 # %%
@@ -107,14 +111,30 @@ print("queries", queries.shape)
 # %% [markdown]
 # ## 2. Assign attention: a softmax over the groups
 #
-# Assign attention is one-head attention with the `S` queries against the `N` image tokens, scaled by
-# `1/sqrt(D)` (the full width: there is one head). The difference from ordinary attention is the axis of the
-# softmax. Ordinary attention normalises each query's row over the keys: every query spreads one unit of
-# attention over the tokens. Assign attention normalises each token's **column over the queries**: every token
-# spreads one unit of membership over the groups. That makes it a (soft) partition of the image.
-
-# %%
-print(inspect.getsource(assign_attention))
+# Assign attention is one-head attention with the $S$ queries $g_s$ against the $N$ image tokens $x_n$, scaled
+# by $1/\sqrt{D}$ (the full width: there is one head). The difference from ordinary attention is the axis of
+# the softmax:
+#
+# $$
+# \ell_{sn} = \frac{(W_q g_s + b_q)^\top (W_k x_n + b_k)}{\sqrt{D}}, \qquad
+# P_{sn} = \frac{\exp \ell_{sn}}{\sum_{s'=1}^{S} \exp \ell_{s'n}} .
+# $$
+#
+# The denominator sums over the **groups** $s'$, so every column of $P$ sums to 1: $\sum_s P_{sn} = 1$.
+# Ordinary attention normalises each query's row over the keys, so every query spreads one unit of attention
+# over the tokens. Assign attention normalises each token's **column over the queries**: every token spreads
+# one unit of membership over the groups. That makes it a (soft) partition of the image.
+#
+# The forward pass then keeps only each token's most likely group and averages the values of the tokens each
+# group won (sections 3 and 6 say more):
+#
+# $$
+# A_{sn} = [\,s = \arg\max_{s'} P_{s'n}\,], \qquad
+# \mathrm{out}_s = W_p \frac{\sum_n A_{sn} (W_v x_n + b_v)}{\sum_n A_{sn} + \epsilon} + b_p .
+# $$
+#
+# The whole step, written out with NumPy as a reference to read, and checked against the library's
+# `assign_attention` (which computes the same with memory layouts that keep NumPy fast) and the vision tower:
 
 # %%
 a = p["assign"]
@@ -122,10 +142,14 @@ q = linear(queries, a["q_proj"])  # [1, S, D]
 kk, v = linear(tokens_n, a["k_proj"]), linear(tokens_n, a["v_proj"])  # [1, N, D]
 logits = (q @ kk.transpose(0, 2, 1)) * D**-0.5  # [1, S, N]
 soft = softmax(logits, axis=-2)  # over the groups: each column (token) sums to 1
+won = one_hot_argmax(soft, axis=-2)  # [1, S, N]: each token's column is one-hot
+mean_v = (won @ v) / (won.sum(axis=-1, keepdims=True) + vcfg.assign_eps)  # [1, S, D]: (count + eps) divisor
+out_by_hand = linear(mean_v, a["proj"])  # [1, S, D]
 lib_out, lib_soft = assign_attention(queries, tokens_n, a, assign_eps=vcfg.assign_eps)
 full = vision_tower(pixels, params, vcfg)
-print("max |by hand - assign_attention| soft:", np.abs(soft - lib_soft).max())
-print("max |by hand - vision_tower attentions[0]|:", np.abs(soft - full["attentions"][0]).max())
+print("max |by hand - assign_attention| soft:", _common.below(np.abs(soft - lib_soft).max(), 1e-12),
+      "  output:", _common.below(np.abs(out_by_hand - lib_out).max(), 1e-12))  # fmt: skip
+print("max |by hand - vision_tower attentions[0]|:", _common.below(np.abs(soft - full["attentions"][0]).max(), 1e-12))
 
 # %% [markdown]
 # The two softmaxes side by side, on the same logits. Over groups (left), every column sums to 1, so every
@@ -191,31 +215,39 @@ plt.show()
 # ## 4. The straight-through trick
 #
 # The argmax has no useful gradient: move a logit a little and the one-hot does not change. GroupViT (after the
-# Gumbel-softmax paper) writes the hard assignment as `(hard - soft) + soft` and stops the gradient of the first
-# two terms. The **value** is exactly the one-hot; the **gradient** is the gradient of the soft term. The library
-# writes the same expression (NumPy has no autograd, but the forward value must match HF bit for bit):
+# Gumbel-softmax paper) writes the hard assignment as
+#
+# $$
+# A = \big(\mathrm{onehot}(\arg\max_s y) - \mathrm{sg}(y)\big) + y,
+# $$
+#
+# where $\mathrm{sg}$ is stop-gradient (`detach()`): the identity in the forward pass, zero derivative in the
+# backward pass. The **value** is exactly the one-hot; the **gradient** is the gradient of the soft term,
+# $\partial A / \partial y = I$. The library writes the same expression (NumPy has no autograd, but the
+# forward value must match HF bit for bit):
 
 # %%
 print(inspect.getsource(hard_softmax))
 st = hard_softmax(logits, axis=-2)
-print("max |straight-through value - one-hot| =", np.abs(st - hard).max())
+print("max |straight-through value - one-hot| =", _common.below(np.abs(st - hard).max(), 1e-12))
 
 # %% [markdown]
 # ### The backward pass, by hand
 #
-# Take the assignment step alone, with the training-time options (noise `g` and temperature `tau`; eval mode is
-# `g = 0`, and the hard choice does not depend on `tau`), and an arbitrary upstream gradient `dOut`:
+# Take the assignment step alone, with the training-time options (noise $g$ and temperature $\tau$; eval mode is
+# $g = 0$, and the hard choice does not depend on $\tau$), and an arbitrary upstream gradient
+# $d\mathrm{Out} = \partial L / \partial \mathrm{Out}$. Writing $dX$ for $\partial L / \partial X$:
 #
 # | forward | backward |
 # |---|---|
-# | `l = Q K^T / sqrt(D)` | `dQ = dl K / sqrt(D)`, `dK = dl^T Q / sqrt(D)` |
-# | `y = softmax_s((l + g) / tau)` | `dl = y * (dy - sum_s(y * dy)) / tau`  (softmax over the group axis) |
-# | `A = onehot(argmax_s y) - y + y` (stop-gradient on the first two) | `dy = dA`  (straight through) |
-# | `c = sum_n A + eps`, `W = A / c` | `dA = dW / c - sum_n(dW * A) / c^2` |
-# | `Out = W V` | `dW = dOut V^T`, `dV = W^T dOut` |
+# | $\ell = Q K^\top / \sqrt{D}$ | $dQ = d\ell \, K / \sqrt{D}$, $\; dK = d\ell^\top Q / \sqrt{D}$ |
+# | $y = \mathrm{softmax}_s((\ell + g)/\tau)$ | $d\ell_{sn} = y_{sn} (dy_{sn} - \sum_{s'} y_{s'n} dy_{s'n}) / \tau$ |
+# | $A = \mathrm{onehot}(\arg\max_s y) - \mathrm{sg}(y) + y$ | $dy = dA$ (straight through) |
+# | $c_s = \sum_n A_{sn} + \epsilon$, $\; W = A / c$ | $dA_{sn} = dW_{sn} / c_s - \sum_{n'} dW_{sn'} A_{sn'} / c_s^2$ |
+# | $\mathrm{Out} = W V$ | $dW = d\mathrm{Out} \, V^\top$, $\; dV = W^\top d\mathrm{Out}$ |
 #
-# The row normalisation `c` depends on the whole row, hence its second term. Written in NumPy, on the block's
-# real `Q`, `K`, `V`:
+# The softmax runs over the groups, hence the sum over $s'$ in its row; the row normalisation $c_s$ depends on the
+# whole row, hence its second term. Written in NumPy, on the block's real $Q$, $K$, $V$:
 
 # %%
 rng = np.random.default_rng(0)
@@ -389,9 +421,15 @@ else:
 # ## 5. Gumbel noise and temperature
 #
 # In training, the assignment is sampled instead of taken greedily: Gumbel(0, 1) noise is added to the logits
-# before the argmax. The Gumbel-max trick says that `argmax(l + g)` is then a sample from `softmax(l)`, so a
-# token with an uncertain distribution lands in different groups on different steps. The library takes the
-# noise as an argument, so a run is reproducible:
+# before the argmax. The **Gumbel-max trick**: with independent $u_s \sim \mathrm{Uniform}(0, 1)$,
+#
+# $$
+# g_s = -\log(-\log u_s) \quad\Longrightarrow\quad
+# \Pr\big[\arg\max_s (\ell_s + g_s) = k\big] = \frac{e^{\ell_k}}{\sum_s e^{\ell_s}} = \mathrm{softmax}(\ell)_k ,
+# $$
+#
+# so the noisy argmax is a sample from the softmax, and a token with an uncertain distribution lands in
+# different groups on different steps. The library takes the noise as an argument, so a run is reproducible:
 
 # %%
 print(inspect.getsource(gumbel_softmax))
@@ -415,7 +453,8 @@ ax.set_xticks(range(len(top)), [str(t) for t in top])
 ax.set_xlabel(f"group (the 10 most likely for token {n_tok})")
 ax.legend()
 plt.show()
-print("total variation distance:", 0.5 * np.abs(freq - soft[0, :, n_tok]).sum())
+print(f"total variation distance: {0.5 * np.abs(freq - soft[0, :, n_tok]).sum():.4f}  (sampling error of {draws} "
+      f"draws: about {np.sqrt(1 / draws):.3f} or less)")  # fmt: skip
 
 # %% [markdown]
 # Over the whole image: for each token, the share of 200 noise draws in which it lands in its eval-mode group,
@@ -472,17 +511,21 @@ else:
     ours = vision_tower(px, tiny.params["vision_model"], tiny.config.vision_config,
                         gumbel_noise=[ref["gumbel_noise.0"], ref["gumbel_noise.1"]])  # fmt: skip
     evals = vision_tower(px, tiny.params["vision_model"], tiny.config.vision_config)
-    print("train mode, max |ours - HF|:", np.abs(ours["last_hidden_state"] - ref["last_hidden_state"]).max())
-    print("eval mode differs from train mode by:", np.abs(evals["last_hidden_state"] - ref["last_hidden_state"]).max())
+    train_gap = np.abs(ours["last_hidden_state"] - ref["last_hidden_state"]).max()
+    print("train mode, max |ours - HF|:", _common.below(train_gap, 1e-12))
+    print("eval mode differs from train mode by:",
+          round(float(np.abs(evals["last_hidden_state"] - ref["last_hidden_state"]).max()), 4))  # fmt: skip
 
 # %% [markdown]
 # ## 6. Dividing by `count + 1`, and empty groups
 #
-# Each group's output is the average of the values `V` of its tokens, but the divisor is `count + assign_eps`
-# with `assign_eps = 1`: a **count**, not a tiny epsilon. A group with `c` tokens outputs `c / (c + 1)` times
+# Each group's output is the average of the values $V$ of its tokens, but the divisor is $c + \epsilon$ with
+# `assign_eps` $\epsilon = 1$: a **count**, not a tiny epsilon. A group with $c$ tokens outputs $c/(c + 1)$ times
 # their mean (a one-token group gets half its token), and a group that won no token gets a zero row, so after
-# the output projection it is exactly `proj.bias`. Often many groups are empty; the next stage still receives
-# all `S` tokens.
+# the output projection of assign attention it is exactly `proj.bias`. That is not yet the block's output: the
+# block adds the group's refined query and then an MLP (`token_assign`, section 1), so an empty group still
+# passes its query on to the next stage. Often many groups are empty; the next stage still receives all $S$
+# tokens.
 
 # %%
 empty = np.flatnonzero(sizes == 0)
@@ -497,41 +540,55 @@ norm = hard[0] / (hard[0].sum(axis=1, keepdims=True) + assign_eps)  # [S, N]
 print("row sums c/(c+1) for the first groups:", np.round(norm.sum(axis=1)[:8], 3))
 if len(empty):
     gap = np.abs(lib_out[0, empty] - a["proj"]["bias"]).max()
-    print(f"empty groups {empty[:8].tolist()}...: max |output - proj.bias| = {gap}")
+    print(f"empty groups {empty[:8].tolist()}: max |assign attention output - proj.bias| = {_common.below(gap, 1e-12)}")
+    x_e = lib_out[0, empty] + queries[0, empty]  # proj.bias + the refined query
+    x_e = x_e + mlp(layer_norm(x_e, p["norm_new_x"], eps), p["mlp_channels"], "gelu")  # + MLP: the block's output
+    block = full["hidden_states"][1][0, empty]  # [E, D]: what stage 2 receives for the empty groups
+    far = np.linalg.norm(block - a["proj"]["bias"], axis=-1).min()
+    print("block output of the empty groups = proj.bias + query + MLP, max difference:",
+          _common.below(np.abs(x_e - block).max(), 1e-12) + f"; distance from proj.bias {far:.1f} or more")  # fmt: skip
 
 # %% [markdown]
 # ## 7. Two stages: tokens, groups, segments
 #
-# Stage 0's grouping turns the `N` patch tokens into `S0` group tokens; stage 1 does the same to those, giving
-# `S1` segments. The HF output `attentions` holds both soft matrices, `[1, S0, N]` and `[1, S1, S0]`. Follow
-# the hard choices and every token lands in one final segment (what the forward pass did). Segmentation code
-# instead multiplies the soft matrices (`att0^T att1^T`, `[N, S1]`) and takes the argmax per token. The two
-# agree where the soft maps are confident and can differ where they are flat, as with random weights.
+# Stage 1's grouping turns the $N$ patch tokens into $S_1$ group tokens (`S0` in the code, HF's
+# `num_output_groups[0]`); stage 2 does the same to those, giving $S_2$ segments (`S1`). The HF output
+# `attentions` holds both soft matrices, `att0` $= P^{(1)}$ `[1, S0, N]` and `att1` $= P^{(2)}$ `[1, S1, S0]`.
+# Follow the hard choices and every token lands in one final segment (what the forward pass did). Segmentation
+# code instead multiplies the soft matrices and takes the argmax per token:
+#
+# $$
+# M = {P^{(1)}}^\top {P^{(2)}}^\top \in \mathbb{R}^{N \times S_2}, \qquad
+# M_{ng} = \sum_{j} P^{(1)}_{jn} P^{(2)}_{gj} ,
+# $$
+#
+# the probability that token $n$ reaches segment $g$ through any stage-1 group $j$. The two agree where the
+# soft maps are confident and can differ where they are flat, as with random weights.
 
 # %%
 att0, att1 = full["attentions"]
 hidden = full["hidden_states"]
 print("token counts through the tower:", [h.shape[1] for h in hidden], " soft maps:", [a.shape for a in (att0, att1)])
-stage0 = np.argmax(att0[0], axis=0)  # [N]: token -> stage-0 group
-chained = np.argmax(att1[0], axis=0)[stage0]  # [N]: -> the stage-1 group that stage-0 group joined
+stage1 = np.argmax(att0[0], axis=0)  # [N]: token -> stage-1 group
+chained = np.argmax(att1[0], axis=0)[stage1]  # [N]: -> the stage-2 segment that stage-1 group joined
 product = np.argmax(att0[0].T @ att1[0].T, axis=1)  # [N]: argmax of the soft product
 print(f"hard chain vs argmax of the soft product: {np.mean(chained == product):.0%} of tokens agree")
 
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.2), gridspec_kw={"width_ratios": [1, 1, 1, 1.25]})
 axes[0].imshow(image)
 axes[0].set_title(f"image: {N} tokens")
-axes[1].imshow(on_image(stage0, S0))
-axes[1].set_title(f"stage 0: {len(np.unique(stage0))} of {S0} groups used")
+axes[1].imshow(on_image(stage1, S0))
+axes[1].set_title(f"stage 1: {len(np.unique(stage1))} of {S0} groups used")
 axes[2].imshow(on_image(chained, S1, offset=64))
-axes[2].set_title(f"stage 1: {len(np.unique(chained))} of {S1} segments")
+axes[2].set_title(f"stage 2: {len(np.unique(chained))} of {S1} segments")
 for ax in axes[:3]:
     ax.axis("off")
-used = np.unique(stage0)
+used = np.unique(stage1)
 im = axes[3].imshow(att1[0][:, used], aspect="auto", cmap="viridis")
 axes[3].plot(range(len(used)), np.argmax(att1[0][:, used], axis=0), "w.", ms=5)
-axes[3].set_title("att1 over the used stage-0 groups\n(dots: where each group goes)")
+axes[3].set_title("att1 over the used stage-1 groups\n(dots: where each group goes)")
 axes[3].set_xticks(range(len(used)), used.tolist(), fontsize=6, rotation=90)
-axes[3].set_xlabel("stage-0 group")
+axes[3].set_xlabel("stage-1 group")
 axes[3].set_ylabel("segment")
 axes[3].set_yticks(range(S1))
 axes[3].set_ylim(S1 - 0.5, -0.5)
@@ -542,6 +599,8 @@ plt.show()
 # %% [markdown]
 # **Summary.** Groups are queries that every image token chooses between (a softmax over groups, then a hard
 # argmax); the choice is crisp in the forward pass and differentiable through the straight-through soft term;
-# in training it is sampled with Gumbel noise; each group averages its tokens with a `count + 1` divisor, so
-# empty groups output only a bias. Two such stages turn patches into a handful of segments. Notebook 4 builds
-# the text side and the loss that teaches all this from captions; notebook 5 turns the segments into masks.
+# in training it is sampled with Gumbel noise; each group averages its tokens with a `count + 1` divisor, so for
+# an empty group assign attention's projection outputs only its bias, and the block passes on the group's
+# refined query (plus an MLP of it). Two such stages turn patches into a handful of segments. Notebook 4 builds
+# the text side and the loss that teaches all this from captions, and explains why the groups come to follow
+# objects; notebook 5 turns the segments into masks.

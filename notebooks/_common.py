@@ -100,6 +100,16 @@ def describe(model: GroupViTModel, folder: Path) -> str:
     )
 
 
+def below(value, bound: float) -> str:
+    """`"< 1e-12"` when |value| is below `bound`, else the value: a printed check that reads the same on any machine.
+
+    Rounding differences (float64 ~1e-16, float32 ~1e-7) depend on the BLAS build, so the notebooks print a check
+    as the bound it meets rather than its exact size; tests/test_notebooks.py compares printed outputs.
+    """
+    size = float(abs(value))
+    return f"< {bound:g}" if size < bound else f"{size:.3g} (NOT below {bound:g})"
+
+
 def repo_path(*parts: str) -> Path | None:
     """A path inside the repository clone (tests/fixtures, ...), or None when running from an installed wheel."""
     path = Path(__file__).resolve().parents[1].joinpath(*parts)

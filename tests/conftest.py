@@ -2,11 +2,46 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 from pathlib import Path
 
 import pytest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# CI (.ci/run) sets GROUPVIT_REQUIRE_REFERENCE=1: there the reference packages are installed, so a test skipped for
+# a missing import (torch, transformers, an extra's package) hides a failure and fails instead.
+REQUIRE_REFERENCE = os.environ.get("GROUPVIT_REQUIRE_REFERENCE") == "1"
+REFERENCE_MODULES = ("torch", "transformers", "ftfy", "huggingface_hub", "jupytext", "nbclient", "array_api_strict")
+_IMPORT_SKIP = ("could not import", "pip install")  # pytest.importorskip's own reason, and ours
+
+
+def pytest_configure(config):
+    if not REQUIRE_REFERENCE:
+        return
+    for name in REFERENCE_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # any import failure is the same verdict here
+            raise pytest.UsageError(f"GROUPVIT_REQUIRE_REFERENCE=1 but {name} cannot be imported: {err!r}") from err
+
+
+def _fail_import_skip(report) -> None:
+    if REQUIRE_REFERENCE and report.skipped and any(s in str(report.longrepr) for s in _IMPORT_SKIP):
+        report.outcome = "failed"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_import_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_import_skip(outcome.get_result())  # a module-level importorskip skips the whole file at collection
 
 
 def _cupy_available() -> bool:

@@ -3,7 +3,8 @@
     python tests/reference_tokenizer.py          # rewrites tests/fixtures/tokenizer_golden.json.gz
 
 There is no Hub here, so HF's vocab.json/merges.txt are written from the shipped `bpe_simple_vocab_16e6.txt.gz`
-with the rule OpenAI's and HF's files follow (see tokenizer/README.md). The only file of ours importing transformers.
+with the rule OpenAI's and HF's files follow, by `clip_vocab.py`, which shares no code with the package under test
+(see tokenizer/README.md). The only file of ours importing transformers.
 """
 
 from __future__ import annotations
@@ -28,14 +29,9 @@ MAX_LENGTH = 77  # openai/clip-vit-base-patch32's tokenizer_config.json; HF's co
 
 def write_hf_files(folder: Path) -> Path:
     """vocab.json + merges.txt as HF's CLIP checkpoints carry them, derived from the gz file by OpenAI's rule."""
-    from groupvit_np._resources import data_file
-    from groupvit_np.tokenizer import read_bpe_gz, vocab_from_merges
+    from clip_vocab import write_hf_files as write
 
-    merges = read_bpe_gz(data_file("tokenizer", "bpe_simple_vocab_16e6.txt.gz"))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab_from_merges(merges), ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
-    return folder
+    return write(folder)
 
 
 def hf_tokenizer(folder: Path | None = None):

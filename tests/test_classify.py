@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from parity import assert_close
 from PIL import Image
 
 from groupvit_np import GroupViTModel
@@ -43,7 +44,7 @@ def test_encode_text_averages_unnormalised_features_then_normalises(model, token
             feats.append(np.asarray(model.get_text_features(enc["input_ids"], enc["attention_mask"]))[0])
         mean = np.mean(feats, axis=0)
         # float64; padding only adds masked positions after EOS, so the features agree to rounding
-        np.testing.assert_allclose(got[k], mean / np.linalg.norm(mean), rtol=0, atol=1e-12)
+        assert_close(got[k], mean / np.linalg.norm(mean), atol=1e-12)
     # averaging the normalised prompts instead gives another vector: the order matters
     normed = [f / np.linalg.norm(f) for f in feats]
     assert np.abs(got[-1] - np.mean(normed, axis=0) / np.linalg.norm(np.mean(normed, axis=0))).max() > 1e-6
@@ -62,14 +63,14 @@ def test_classify_is_softmax_of_the_models_logits(model, tokenizer):
     assert sorted(k for k, _ in ranked) == sorted(labels)
     probs = [p for _, p in ranked]
     assert probs == sorted(probs, reverse=True)
-    np.testing.assert_allclose(sum(probs), 1.0, atol=1e-12)
+    assert_close(sum(probs), 1.0, atol=1e-12)
     # the same image through the model's own CLIP logits (single template: no averaging; s = 14.3 < 100)
     enc = tokenizer(labels, padding=True, return_tensors="np")
     logits = np.asarray(model(enc["input_ids"], classification_pixels(image()), enc["attention_mask"]).logits_per_image)
     expected = np.exp(logits[0] - logits[0].max())
     expected /= expected.sum()
     # float64 both ways; ranked order and values from the same math
-    np.testing.assert_allclose([dict(ranked)[k] for k in labels], expected, rtol=0, atol=1e-12)
+    assert_close([dict(ranked)[k] for k in labels], expected, atol=1e-12)
 
 
 def test_default_templates_and_precomputed_embeddings_agree(model, tokenizer):
@@ -82,12 +83,55 @@ def test_default_templates_and_precomputed_embeddings_agree(model, tokenizer):
         classify(model, image(), labels, text_embeds=text[:2])
 
 
-def test_classification_pixels_follow_torchvision_rules():
-    x = classification_pixels(image(300, 410))  # Resize(256): 256 x int(256*410/300) = 256 x 349, crop 224
+def torchvision_eval(rgb: np.ndarray, size: int = 224, top_shift: int = 0, left_shift: int = 0, resample=None):
+    """The original's eval transform, transcribed from torchvision 0.28 (`transforms/functional.py`): Resize(int(256 /
+    224 * size)) on a PIL image (`_compute_resized_output_size`, then PIL's BILINEAR), CenterCrop(size) (top =
+    int(round((h - size) / 2.0)), Python's half-to-even), ToTensor (/255 in float32), Normalize (float32).
+
+    torchvision's PyPI wheel cannot be imported beside the reference extra's CPU torch ("operator torchvision::nms
+    does not exist"), so its rules are written out here with PIL alone. The shifts and `resample` make the wrong
+    variants, to show that the images below tell them apart.  # [H, W, 3] uint8 -> [1, 3, size, size]
+    """
+    h, w = rgb.shape[:2]
+    requested = int(256 / 224 * size)
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = requested, int(requested * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    img = Image.fromarray(rgb).resize((new_w, new_h), resample or Image.Resampling.BILINEAR)
+    top, left = int(round((new_h - size) / 2.0)) + top_shift, int(round((new_w - size) / 2.0)) + left_shift
+    x = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32) / np.float32(255)
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    return ((x - mean) / std).transpose(2, 0, 1)[None]
+
+
+@pytest.mark.parametrize(
+    "height, width",
+    [
+        (300, 410),  # 256 x 349: left = round(62.5) = 62 (half to even; half up would give 63)
+        (300, 412),  # 256 x 351: left = round(63.5) = 64 (floor, as HF's crop, would give 63)
+        (412, 300),  # the same, portrait: the top offset
+        (1000, 700),  # a real downscale: PIL's bilinear filter widens with the scale (antialiasing)
+        (150, 120),  # an upscale
+    ],
+)
+def test_classification_pixels_follow_torchvision_rules(height, width):
+    rgb = np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8)  # no flat areas
+    x = classification_pixels(rgb)
     assert x.shape == (1, 3, 224, 224) and x.dtype == np.float32
+    expected = torchvision_eval(rgb)
+    np.testing.assert_array_equal(x, expected)  # the same PIL resize and float32 arithmetic: bit for bit
+    # The check bites: a crop one pixel off, or another resize filter, gives other pixels.
+    portrait = height > width
+    for wrong in (torchvision_eval(rgb, **{"top_shift" if portrait else "left_shift": 1}),
+                  torchvision_eval(rgb, **{"top_shift" if portrait else "left_shift": -1}),
+                  torchvision_eval(rgb, resample=Image.Resampling.BICUBIC)):  # fmt: skip
+        assert np.abs(wrong - expected).mean() > 0.05
+
+
+def test_classification_pixels_normalise_with_imagenet_statistics():
     flat = np.zeros((256, 256, 3), dtype=np.uint8)
     flat[...] = (255, 0, 128)
     got = classification_pixels(flat)[0, :, 100, 100]
     # (1 - 0.485)/0.229, (0 - 0.456)/0.224, (128/255 - 0.406)/0.225: a flat image is unchanged by the resize
-    np.testing.assert_allclose(got, [2.2489083, -2.0357141, 0.42649257], rtol=1e-6)
+    np.testing.assert_allclose(got, [2.2489083, -2.0357141, 0.42649257], rtol=1e-6)  # 8 digits quoted: float32
     assert classification_pixels(np.zeros((3, 5, 3), dtype=np.uint8)).shape == (1, 3, 224, 224)  # upscaled

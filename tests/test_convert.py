@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import FIXTURES
+from parity import assert_close
 
 from groupvit_np import CheckpointError, GroupViTConfig
 from groupvit_np.cli import main
@@ -321,7 +322,7 @@ def test_our_model_from_the_release_matches_transformers(release):
     ref = _hf_logits(model.double(), torch).numpy()
     out = ours(input_ids=IDS, pixel_values=PIXELS.astype(np.float64), attention_mask=MASK)
     # Both in float64 from the same float32 weights: only summation order differs.
-    np.testing.assert_allclose(np.asarray(out.logits_per_image), ref, rtol=0, atol=1e-9)
+    assert_close(np.asarray(out.logits_per_image), ref, atol=1e-9)
 
 
 @pytest.mark.reference
@@ -379,7 +380,7 @@ def test_real_checkpoint_logits(name, env, repo, expected):
                        padding=True)  # fmt: skip
     logits = np.asarray(model(**inputs).logits_per_image)
     # The tolerance transformers' conversion script checked these published values with.
-    np.testing.assert_allclose(logits, expected, atol=1e-3)
+    assert_close(logits, expected, atol=1e-3)
 
 
 @pytest.mark.reference

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from parity import HF_FLOAT64_ATOL, assert_close
 from PIL import Image
 
 from groupvit_np import CLIPProcessor, GroupViTModel
@@ -39,5 +40,5 @@ def test_strings_and_file_to_logits_match_transformers(tmp_path, dtype):
     np.testing.assert_array_equal(ours_inputs["pixel_values"], hf_inputs["pixel_values"].numpy())  # bit-identical
     logits = GroupViTModel.from_pretrained(folder, dtype=dtype)(**ours_inputs).logits_per_image
     # Identical inputs; float64 leaves summation order only, float32 its rounding amplified by exp(logit_scale).
-    tol = 1e-10 if dtype == "float64" else 1e-4 * np.abs(hf_logits).max()
-    np.testing.assert_allclose(logits, hf_logits, rtol=0, atol=tol)
+    tol = HF_FLOAT64_ATOL if dtype == "float64" else 1e-4 * np.abs(hf_logits).max()
+    assert_close(logits, hf_logits, atol=tol)

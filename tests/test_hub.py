@@ -34,6 +34,7 @@ class FakeHub(http.server.ThreadingHTTPServer):
     def __init__(self, repos: dict[str, dict[str, tuple[str, dict[str, bytes]]]]):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.repos, self.cut, self.log = repos, {}, []
+        self.ranges: list[tuple[str, int]] = []  # (filename, first byte) of each GET with a Range header
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
     def lookup(self, path: str):
@@ -70,6 +71,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         start = 0
         if status == 200 and self.headers.get("Range", "").startswith("bytes="):
             start = int(self.headers["Range"][6:].split("-")[0])
+            if send_body:
+                hub.ranges.append((name, start))
             status = 206
             headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
         self.send_response(status)
@@ -175,19 +178,36 @@ def test_hub_errors_say_what_is_wrong(hub, repo, revision, message):
         resolve_repo(repo, revision)
 
 
-def test_interrupted_download_leaves_no_corrupt_file_and_resumes(hub, env):
-    hub.cut["model.safetensors"] = 1
-    with pytest.raises(HubError, match="run the same command again to resume"):
-        resolve_repo("owner/tiny")
+def test_interrupted_download_leaves_no_corrupt_file_and_resumes(hub, env, monkeypatch):
+    """What a user relies on when the connection drops mid-file, whichever huggingface_hub is installed: no
+    truncated file is ever taken for the weights, and the download resumes from the bytes it has.
+
+    huggingface_hub 0.x gives up on the dropped connection (we say: run the same command again) and the next call
+    resumes from its `.incomplete` file; 2.x retries by itself within the call. Either way the transfer continues
+    with a Range request from the bytes it kept. huggingface_hub writes what it receives in DOWNLOAD_CHUNK_SIZE
+    pieces (10 MB), more than this whole 2 MB file, so a smaller piece makes this file behave as real weights do.
+    """
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1 << 16)
+    body = (FIXTURES / "model_hf_tiny" / "model.safetensors").read_bytes()
+    want = hashlib.sha256(body).hexdigest()
     repo = env / "models--owner--tiny"
-    assert cached_snapshot("owner/tiny") is None
-    assert not (repo / "snapshots" / MAIN / "model.safetensors").exists()
-    blobs = [p.name for p in (repo / "blobs").iterdir()]
-    want = hashlib.sha256((FIXTURES / "model_hf_tiny" / "model.safetensors").read_bytes()).hexdigest()
-    assert want not in blobs and f"{want}.incomplete" in blobs  # only huggingface_hub's resumable partial file
-    snap = resolve_repo("owner/tiny")
+    hub.cut["model.safetensors"] = 1
+    try:
+        snap = resolve_repo("owner/tiny")
+    except HubError as err:  # the call gave up: nothing usable is left behind, and the message says what to do
+        assert "run the same command again to resume" in str(err)
+        assert cached_snapshot("owner/tiny") is None
+        assert not (repo / "snapshots" / MAIN / "model.safetensors").exists()
+        blobs = [p.name for p in (repo / "blobs").iterdir()]
+        assert want not in blobs and f"{want}.incomplete" in blobs  # only huggingface_hub's resumable partial file
+        snap = resolve_repo("owner/tiny")  # the same command again
+    assert hub.cut["model.safetensors"] == 0  # the drop really happened
     assert hashlib.sha256((snap / "model.safetensors").read_bytes()).hexdigest() == want
-    assert any(method == "GET" for method, _ in hub.log[-6:])
+    assert cached_snapshot("owner/tiny") == snap
+    # resumed from the bytes kept before the cut (whole pieces, so at most the half sent), not restarted
+    starts = [start for name, start in hub.ranges if name == "model.safetensors"]
+    assert len(starts) == 1 and 0 < starts[0] <= len(body) // 2
 
 
 def test_unreachable_endpoint(env, monkeypatch):
@@ -248,7 +268,132 @@ def test_cli_download_and_model_from_repo_id(hub, env, capsys):
     assert capsys.readouterr().out.strip() == str(env / "models--owner--tiny" / "snapshots" / MAIN)
     assert main(["download", "owner/missing"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("groupvit-np: error:") and err.count("\n") == 1
+    assert err.startswith("groupvit-np download: error:") and err.count("\n") == 1
     from groupvit_np import GroupViTModel
 
     assert GroupViTModel.from_pretrained("owner/tiny").config.text_config.vocab_size == 99
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Every from_pretrained takes a repo id; paths never go to the Hub; no network fails fast (issue 13).
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]  # "a photo of a cat" with CLIP's vocabulary
+
+
+def _shipped(*names: str) -> dict[str, bytes]:
+    from groupvit_np._resources import data_dir
+
+    return {n: (data_dir("weights") / "groupvit-tiny-random" / n).read_bytes() for n in names}
+
+
+def test_every_from_pretrained_takes_a_cached_repo_id(env, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # would fail at once if anything tried to connect
+    tiny = {n: (FIXTURES / "model_hf_tiny" / n).read_bytes() for n in ("config.json", "model.safetensors")}
+    _populate(env, "nvidia/groupvit-gcc-yfcc", {**tiny, **_shipped(*TOKENIZER_FILES, "preprocessor_config.json")})
+    from groupvit_np import CLIPImageProcessor, CLIPProcessor, CLIPTokenizer, GroupViTConfig, GroupViTTextModel
+
+    repo = "nvidia/groupvit-gcc-yfcc"
+    assert CLIPTokenizer.from_pretrained(repo)("a photo of a cat").input_ids == CAT_IDS
+    assert CLIPTokenizer.from_pretrained(repo, revision=MAIN)("a photo of a cat").input_ids == CAT_IDS
+    processor = CLIPProcessor.from_pretrained(repo)
+    assert processor(text="a photo of a cat")["input_ids"].tolist() == [CAT_IDS]
+    assert processor.image_processor.crop_size == CLIPImageProcessor.from_pretrained(repo).crop_size
+    assert GroupViTConfig.from_pretrained(repo).vision_config.image_size == 30
+    assert GroupViTTextModel.from_pretrained(repo).config.vocab_size == 99
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE"):  # a revision that is not cached
+        CLIPTokenizer.from_pretrained(repo, revision="v2")
+
+
+def test_a_tokenizer_downloads_without_the_weights(hub, env):
+    files = _shipped(*TOKENIZER_FILES)
+    shorter = files["tokenizer_config.json"].replace(b'"model_max_length": 77', b'"model_max_length": 16')
+    hub.repos["owner/tok"] = {"main": (MAIN, {**files, "model.safetensors": b"never fetched"}),
+                              "v1": (V1, {**files, "tokenizer_config.json": shorter})}  # fmt: skip
+    from groupvit_np import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained("owner/tok")
+    assert tok("a photo of a cat").input_ids == CAT_IDS and tok.model_max_length == 77
+    assert "model.safetensors" not in _gets(hub) and "config.json" not in _gets(hub)
+    assert CLIPTokenizer.from_pretrained("owner/tok", revision="v1").model_max_length == 16
+
+
+@pytest.mark.parametrize(
+    ("source", "is_id"),
+    [
+        ("nvidia/groupvit-gcc-yfcc", True),
+        ("meta/Llama-3.1-8B", True),  # a dot inside a name is not a file extension
+        ("./weights/demo", False),
+        ("weights/demo/", False),
+        ("/abs/owner/name", False),
+        ("~/owner", False),
+        ("~owner/name", False),
+        ("ckpt/model.pth", False),
+        ("ckpt/weights.safetensors", False),
+        ("a/b/c", False),
+        ("owner\\name", False),
+        ("name", False),
+        ("owner/../name", False),
+    ],
+)
+def test_what_counts_as_a_repo_id(source, is_id):
+    from groupvit_np.hub import looks_like_repo_id
+
+    assert looks_like_repo_id(source) is is_id
+    assert looks_like_repo_id(Path(source)) is False  # a Path object is always a path
+
+
+@pytest.mark.parametrize("source", ["./weights/demo", "weights/demo/", "ckpt/model.pth", "a/b/c", "~/no/such"])
+def test_a_mistyped_path_never_goes_to_the_hub(hub, source, capsys):
+    import time
+
+    from groupvit_np import CLIPTokenizer, GroupViTModel
+    from groupvit_np.weights import CheckpointError
+
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        CLIPTokenizer.from_pretrained(source)
+    with pytest.raises(CheckpointError, match="no such file or folder"):
+        GroupViTModel.from_pretrained(source)
+    start = time.monotonic()
+    rc = main(["segment", str(FIXTURES / "nowhere.png"), "--labels", "cat", "--weights", source])
+    assert rc == 1 and capsys.readouterr().err.count("\n") == 1  # (the image is checked first: no such image)
+    rc = main(["classify", __file__, "--labels", "cat,dog", "--weights", source])
+    err = capsys.readouterr().err
+    assert rc == 1 and err == f"groupvit-np classify: error: --weights {source}: no such file or folder\n"
+    assert time.monotonic() - start < 5 and hub.log == []
+
+
+def _unreachable_env(monkeypatch, endpoint: str) -> None:
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+
+
+def test_no_network_fails_within_seconds_in_one_line(env, monkeypatch, capsys):
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _unreachable_env(monkeypatch, f"http://127.0.0.1:{port}")
+    start = time.monotonic()  # huggingface_hub alone retries for 24 s (1+2+4+8+8), logging 11 lines
+    assert main(["download", "owner/tiny"]) == 1
+    err = capsys.readouterr().err
+    assert time.monotonic() - start < 5
+    assert err.startswith("groupvit-np download: error: cannot reach http://127.0.0.1:") and err.count("\n") == 1
+
+
+def test_a_silent_network_times_out_quickly(env, monkeypatch):
+    import time
+
+    import groupvit_np.hub as hub_module
+
+    _unreachable_env(monkeypatch, "http://10.255.255.1")  # reserved, unrouted: packets vanish (or fail at once)
+    monkeypatch.setattr(hub_module, "CONNECT_TIMEOUT", 0.5)
+    start = time.monotonic()
+    with pytest.raises(HubError, match="cannot reach http://10.255.255.1"):
+        resolve_repo("owner/tiny")
+    assert time.monotonic() - start < 3

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 from conftest import FIXTURES
+from parity import assert_close, assert_matches_hf64
 
 from groupvit_np import GroupViTModel, GroupViTTextModel, GroupViTVisionModel
 from groupvit_np.backend import to_numpy
@@ -52,9 +53,7 @@ def test_float64_matches_hf_on_every_output(name, backend):
     ours = run_all(GroupViTModel.from_pretrained(d, dtype="float64", xp=xp, device=device), inputs)
     assert sorted(ours) == sorted(ref)  # every HF output is produced, nothing more
     for key, expected in ref.items():
-        assert ours[key].shape == expected.shape, key
-        # float64 end to end: only summation-order rounding separates us from torch (~1e-14 seen).
-        np.testing.assert_allclose(ours[key], expected, rtol=0, atol=1e-10, err_msg=key)
+        assert_matches_hf64(ours[key], expected, key)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -67,7 +66,7 @@ def test_strict_backend_equals_numpy(name):
     b = run_all(GroupViTModel.from_pretrained(d, dtype="float64", xp=xs, device=xs.Device("device1")), inputs)
     for key in a:
         # The same operations on the same host BLAS: any difference would be a different code path.
-        np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-12, err_msg=key)
+        assert_close(b[key], a[key], atol=1e-12, err_msg=key)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -91,9 +90,13 @@ def test_gumbel_training_assignment_matches_hf(name, backend):
     model = GroupViTVisionModel.from_pretrained(d, dtype="float64", xp=xp, device=device)
     noise = [xp.asarray(ref[k], device=device) if device else xp.asarray(ref[k]) for k in sorted(ref) if "noise" in k]
     o = model(inputs["pixel_values"][:2], output_hidden_states=True, gumbel_noise=noise)
-    # Same noise, same argmax: the train-mode outputs agree to float64 rounding.
-    np.testing.assert_allclose(to_numpy(o.last_hidden_state), ref["last_hidden_state"], atol=1e-10)
-    np.testing.assert_allclose(to_numpy(o.pooler_output), ref["pooler_output"], atol=1e-10)
+    # Same noise, same argmax: the train-mode outputs agree to float64 rounding, stage by stage.
+    assert_matches_hf64(o.last_hidden_state, ref["last_hidden_state"], "last_hidden_state")
+    assert_matches_hf64(o.pooler_output, ref["pooler_output"], "pooler_output")
+    stored = sorted(k for k in ref if k.startswith("hidden_states."))
+    assert stored == [f"hidden_states.{i}" for i in range(len(o.hidden_states))] and len(stored) == 4
+    for i, h in enumerate(o.hidden_states):  # embeddings, then after each of the three stages
+        assert_matches_hf64(h, ref[f"hidden_states.{i}"], f"hidden_states.{i}")
     eval_out = model(inputs["pixel_values"][:2])
     assert np.abs(to_numpy(eval_out.last_hidden_state) - ref["last_hidden_state"]).max() > 1e-3  # noise mattered
 
@@ -112,9 +115,10 @@ def test_return_dict_false_gives_hf_tuple_order():
     assert len(t) == 8
     for i, key in enumerate(["loss", "logits_per_image", "logits_per_text", "segmentation_logits", "text_embeds",
                              "image_embeds"]):  # fmt: skip
-        np.testing.assert_allclose(to_numpy(t[i]), ref[key], atol=1e-10)
+        assert_matches_hf64(t[i], ref[key], key)
     text_tuple, vision_tuple = t[6], t[7]
-    np.testing.assert_allclose(text_tuple[1], ref["text_model_output.pooler_output"], atol=1e-10)
+    assert_matches_hf64(text_tuple[0], ref["text_model_output.last_hidden_state"], "text last_hidden_state")
+    assert_matches_hf64(text_tuple[1], ref["text_model_output.pooler_output"], "text pooler_output")
     assert len(vision_tuple) == 3  # last_hidden_state, pooler_output, attentions (segmentation forces them)
     t2 = model(**inputs, return_dict=False)
     assert len(t2) == 6  # no loss, no segmentation
@@ -126,10 +130,10 @@ def test_tower_models_load_from_full_checkpoint():
     vision = GroupViTVisionModel.from_pretrained(d, dtype="float64")
     t = text(inputs["input_ids"], attention_mask=inputs["attention_mask"], output_hidden_states=True)
     v = vision(inputs["pixel_values"], output_attentions=True)
-    np.testing.assert_allclose(t.pooler_output, ref["text_model_output.pooler_output"], atol=1e-10)
-    np.testing.assert_allclose(t.hidden_states[2], ref["text_model_output.hidden_states.2"], atol=1e-10)
-    np.testing.assert_allclose(v.last_hidden_state, ref["vision_model_output.last_hidden_state"], atol=1e-10)
-    np.testing.assert_allclose(v.attentions[1], ref["vision_model_output.attentions.1"], atol=1e-10)
+    assert_matches_hf64(t.pooler_output, ref["text_model_output.pooler_output"], "text pooler_output")
+    assert_matches_hf64(t.hidden_states[2], ref["text_model_output.hidden_states.2"], "text hidden_states.2")
+    assert_matches_hf64(v.last_hidden_state, ref["vision_model_output.last_hidden_state"], "vision last_hidden_state")
+    assert_matches_hf64(v.attentions[1], ref["vision_model_output.attentions.1"], "vision attentions.1")
 
 
 def test_legacy_and_modern_pooling_differ_where_they_should():
@@ -140,6 +144,39 @@ def test_legacy_and_modern_pooling_differ_where_they_should():
     out = model(ids, attention_mask=inputs["attention_mask"])
     idx = ids.argmax(-1)
     np.testing.assert_array_equal(out.pooler_output, out.last_hidden_state[np.arange(len(ids)), idx])
+
+
+# Texts on which the two rules disagree: an EOS id (40) that is not the largest id, text after the first EOS, no EOS.
+MODERN_EOS = 40
+MODERN_IDS = np.array([
+    [97, 12, 40, 60, 5, 40, 70, 98, 98],  # first EOS at 2; argmax (97, the BOS) at 0
+    [97, 81, 3, 96, 7, 40, 98, 98, 98],  # first EOS at 5; argmax at 0
+    [3, 50, 60, 70, 80, 90, 96, 40, 40],  # no BOS: first EOS at 7; argmax (96) at 6
+    [97, 12, 13, 14, 15, 16, 17, 18, 19],  # no EOS at all: HF's rule gives position 0
+])  # fmt: skip
+
+
+def modern_checkpoint(folder, eos=MODERN_EOS):
+    """The hf_tiny checkpoint with its text eos_token_id moved to `eos` (not 2: the modern, first-EOS rule)."""
+    folder.mkdir(exist_ok=True)
+    config = json.loads((FIXTURES / "model_hf_tiny" / "config.json").read_text())
+    config["text_config"]["eos_token_id"] = eos
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").write_bytes((FIXTURES / "model_hf_tiny" / "model.safetensors").read_bytes())
+    return folder
+
+
+def test_modern_pooling_takes_the_first_eos_where_argmax_would_not(tmp_path):
+    model = GroupViTTextModel.from_pretrained(modern_checkpoint(tmp_path / "modern"), dtype="float64")
+    assert model.config.eos_token_id == MODERN_EOS
+    out = model(MODERN_IDS)
+    first_eos = [row.index(MODERN_EOS) if MODERN_EOS in row else 0 for row in MODERN_IDS.tolist()]
+    assert first_eos == [2, 5, 7, 0]
+    rows = np.arange(len(MODERN_IDS))
+    np.testing.assert_array_equal(out.pooler_output, out.last_hidden_state[rows, first_eos])
+    argmax_rows = out.last_hidden_state[rows, MODERN_IDS.argmax(-1)]
+    for i in range(3):  # the legacy rule would pool elsewhere, and that would change the output
+        assert np.abs(argmax_rows[i] - out.pooler_output[i]).max() > 1e-2, i
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -189,8 +226,7 @@ def test_text_features_ignore_padding_to_77(tiny):
     pad = np.full((ids.shape[0], 77 - ids.shape[1]), 98)
     long_ids, long_mask = np.concatenate([ids, pad], 1), np.concatenate([mask, np.zeros_like(pad)], 1)
     # get_text_features stops at the last EOS; causality makes that exact up to summation order.
-    np.testing.assert_allclose(model.get_text_features(long_ids, long_mask), model.get_text_features(ids, mask),
-                               rtol=0, atol=1e-12)  # fmt: skip
+    assert_close(model.get_text_features(long_ids, long_mask), model.get_text_features(ids, mask), atol=1e-12)
 
 
 def test_half_storage_gives_bitwise_the_same_float32_outputs():

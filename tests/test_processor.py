@@ -1,7 +1,7 @@
 """`CLIPProcessor` glue: arguments reach the right half, outputs merge, and the whole matches HF's processor.
 
-The glue is tested with a recording stand-in tokenizer, so it needs no vocabulary; the tests that use the real
-`groupvit_np.tokenizer.CLIPTokenizer` skip until that module exists.
+The glue is tested with a recording stand-in tokenizer, so it needs no vocabulary; the rest uses the real
+`groupvit_np.tokenizer.CLIPTokenizer` and the shipped vocabulary.
 """
 
 from __future__ import annotations
@@ -72,12 +72,7 @@ def test_bad_calls():
 # --- with the real tokenizer ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tokenizer_module():
-    return pytest.importorskip("groupvit_np.tokenizer", reason="groupvit_np.tokenizer is not written yet")
-
-
-def test_shipped_defaults(tokenizer_module):
+def test_shipped_defaults():
     processor = CLIPProcessor.from_pretrained()
     out = processor(text=CAPTIONS, images=image(), padding=True)
     ids, mask = np.asarray(out.input_ids), np.asarray(out.attention_mask)
@@ -87,7 +82,7 @@ def test_shipped_defaults(tokenizer_module):
     assert processor.image_processor == CLIPImageProcessor()
 
 
-def test_save_and_load_round_trip(tokenizer_module, tmp_path):
+def test_save_and_load_round_trip(tmp_path):
     processor = CLIPProcessor.from_pretrained()
     processor.save_pretrained(tmp_path)
     again = CLIPProcessor.from_pretrained(tmp_path)
@@ -97,10 +92,14 @@ def test_save_and_load_round_trip(tokenizer_module, tmp_path):
 
 
 @pytest.mark.reference
-def test_matches_hf_processor_end_to_end(tokenizer_module, tmp_path):
+def test_matches_hf_processor_end_to_end(tmp_path):
     # Raw strings and an image file through HF's slow tokenizer + slow image processor and through ours.
     transformers = pytest.importorskip("transformers")
+    from clip_vocab import hf_files
+
     CLIPProcessor.from_pretrained().save_pretrained(tmp_path)
+    for name, text in hf_files().items():  # HF reads CLIP's vocabulary as built independently of the package
+        assert (tmp_path / name).read_text(encoding="utf-8") == text, name
     hf = transformers.CLIPProcessor(
         image_processor=transformers.CLIPImageProcessor.from_pretrained(tmp_path),
         tokenizer=transformers.CLIPTokenizer.from_pretrained(tmp_path),

@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch", reason="live parity needs torch: pip instal
 pytest.importorskip("transformers", reason="live parity needs transformers: pip install -e '.[reference]'")
 
 import reference_model as ref  # noqa: E402
-from test_model import run_all  # noqa: E402
+from parity import assert_matches_hf64  # noqa: E402
+from test_model import MODERN_EOS, MODERN_IDS, modern_checkpoint, run_all  # noqa: E402
 
 from groupvit_np import GroupViTModel  # noqa: E402
 
@@ -32,8 +33,8 @@ def test_full_size_float64_every_output(tmp_path):
     worst = max(float(np.abs(got[k] - expected[k]).max()) for k in expected)
     print(f"full-size float64 max abs difference over {len(expected)} outputs: {worst:.3g}")
     for key in expected:
-        # float64 throughout; 12-layer towers and s^2 = 330 in segmentation keep rounding far below 1e-10.
-        np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=1e-10, err_msg=key)
+        # float64 throughout; 12-layer towers and s^2 = 330 in segmentation keep rounding far below the bound.
+        assert_matches_hf64(got[key], expected[key], key)
 
 
 @pytest.mark.slow
@@ -63,8 +64,9 @@ def test_small_configs_with_fresh_seeds(name, seed, tmp_path):
     inputs = ref.make_inputs(name, seed)
     expected = ref.run_reference(hf, inputs)
     got = run_all(_ours(hf, tmp_path, "float64"), inputs)
+    assert sorted(got) == sorted(expected)
     for key in expected:
-        np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=1e-10, err_msg=key)
+        assert_matches_hf64(got[key], expected[key], key)
 
 
 def test_gumbel_train_mode_with_fresh_noise():
@@ -77,7 +79,10 @@ def test_gumbel_train_mode_with_fresh_noise():
     params = nest({k: v.detach().numpy() for k, v in hf.state_dict().items()})
     noise = [expected[k] for k in sorted(expected) if k.startswith("gumbel_noise")]
     out = vision_tower(inputs["pixel_values"], params["vision_model"], ref_config(hf), noise)
-    np.testing.assert_allclose(out["last_hidden_state"], expected["last_hidden_state"], atol=1e-10)
+    assert_matches_hf64(out["last_hidden_state"], expected["last_hidden_state"], "last_hidden_state")
+    assert_matches_hf64(out["pooler_output"], expected["pooler_output"], "pooler_output")
+    for i, h in enumerate(out["hidden_states"]):
+        assert_matches_hf64(h, expected[f"hidden_states.{i}"], f"hidden_states.{i}")
 
 
 def ref_config(hf):
@@ -114,6 +119,28 @@ def test_tower_checkpoints_saved_by_transformers_load_into_the_tower_models(towe
                 got = ours(inputs["pixel_values"]).pooler_output
     finally:
         torch.set_default_dtype(torch.float32)
-    np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-10)  # fp16-grid weights, float64 both
+    assert_matches_hf64(got, expected, f"{tower} pooler_output")  # fp16-grid weights, float64 both
     with pytest.raises(CheckpointError, match=f"only the {tower} tower"):
         GroupViTModel.from_pretrained(tmp_path)
+
+
+def test_modern_first_eos_pooling_where_argmax_differs(tmp_path):
+    """HF pools at the first `eos_token_id` unless it is 2; ids where that is not the largest id tell them apart."""
+    from transformers import GroupViTTextModel as HFText
+
+    from groupvit_np import GroupViTTextModel
+
+    folder = modern_checkpoint(tmp_path / "modern")
+    hf = HFText.from_pretrained(folder, dtype=torch.float64).eval()
+    assert hf.config.eos_token_id == MODERN_EOS
+    torch.set_default_dtype(torch.float64)  # HF's text mask cannot be built in float64 otherwise (spec 13)
+    try:
+        with torch.no_grad():
+            o = hf(torch.from_numpy(MODERN_IDS))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    expected = o.pooler_output.numpy()
+    argmax_rule = o.last_hidden_state.numpy()[np.arange(len(MODERN_IDS)), MODERN_IDS.argmax(-1)]
+    got = GroupViTTextModel.from_pretrained(folder, dtype="float64")(MODERN_IDS).pooler_output
+    assert_matches_hf64(got, expected, "pooler_output")
+    assert np.abs(argmax_rule[:3] - expected[:3]).max(axis=-1).min() > 1e-2  # the rows where the rules differ

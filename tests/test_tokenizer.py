@@ -19,6 +19,7 @@ import pytest
 from groupvit_np.tokenizer import CLIPTokenizer, bpe_merge, bytes_to_unicode, get_pairs, vocab_from_merges
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import clip_vocab  # noqa: E402
 from tokenizer_corpus import all_texts, batch_cases, fuzz_texts  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tokenizer_golden.json.gz"
@@ -43,6 +44,7 @@ def test_bytes_to_unicode_is_a_printable_bijection():
     assert all(c.isprintable() and not c.isspace() for c in table.values())  # BPE never sees a space or control
     assert table[ord("a")] == "a" and table[0x00] == "\u0100" and table[0x20] == "\u0120"  # "Ā", "Ġ"
     assert list(table)[:3] == [ord("!"), ord('"'), ord("#")]  # printables first: this order is the vocab's
+    assert list(table.items()) == clip_vocab.byte_alphabet()  # the independent derivation, order included
 
 
 def test_get_pairs_and_bpe_merge_worked_examples():
@@ -57,7 +59,8 @@ def test_get_pairs_and_bpe_merge_worked_examples():
 
 
 def test_vocabulary_matches_clip(tok):
-    assert tok.vocab_size == 49408
+    assert tok.vocab_size == clip_vocab.PUBLIC_VOCAB_SIZE == 49408
+    assert {t: tok.encoder[t] for t in clip_vocab.PUBLIC_IDS} == clip_vocab.PUBLIC_IDS  # ids stated in public
     assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id) == (BOS, EOS, EOS, EOS)
     assert tok.decoder[0] == "!" and tok.decoder[256] == "!</w>" and tok.decoder[320] == "a</w>"
     assert tok.decoder[512] == "".join(next(iter(tok.bpe_ranks)))  # the first merge, "i n" -> "in"
@@ -65,7 +68,21 @@ def test_vocabulary_matches_clip(tok):
     # The published openai/clip-vit-base-patch32 vocab.json, serialised with sorted keys, is 951508 characters
     # (checked against a public copy, with ids spot-checked at both ends); a different derivation would not be.
     assert len(json.dumps(tok.encoder, sort_keys=True, ensure_ascii=False)) == 951508
-    assert vocab_from_merges(list(tok.bpe_ranks)) == tok.encoder
+    # The package's rule against the independent one (tests/clip_vocab.py), on the merges read independently too.
+    merges = clip_vocab.clip_merges()
+    assert tok.encoder == clip_vocab.clip_vocab(merges)
+    assert list(tok.bpe_ranks) == [tuple(line.split(" ")) for line in merges]  # in rank order
+    assert vocab_from_merges([tuple(line.split(" ")) for line in merges]) == tok.encoder
+    assert tok.encode("a photo of a cat") == clip_vocab.A_PHOTO_OF_A_CAT
+
+
+def test_shipped_checkpoint_tokenizer_files_are_clips():
+    """The tiny checkpoint's vocab.json and merges.txt, byte for byte what the independent helper writes."""
+    from groupvit_np._resources import data_dir
+
+    folder = data_dir("weights") / "groupvit-tiny-random"
+    for name, text in clip_vocab.hf_files().items():
+        assert (folder / name).read_text(encoding="utf-8") == text, name
 
 
 # --- ladder --------------------------------------------------------------------------------------------------------
@@ -137,9 +154,9 @@ def test_single_text_shapes_and_errors(tok):
     assert tok([], return_tensors="np").input_ids.shape == (0, 0)  # HF raises on an empty batch; we do not
     with pytest.raises(ValueError, match="padding=True"):
         tok(["a", "a cat"], return_tensors="np")  # HF 4.57.6 returns a ragged dtype=object array instead
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="return_tensors='pt'"):  # the message names the value refused
         tok("a", return_tensors="pt")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="padding='left'"):
         tok("a", padding="left")
     with pytest.raises(ValueError, match="outside the vocabulary"):
         tok.decode([49408])
@@ -176,7 +193,7 @@ def test_save_and_load_round_trip(tok, tmp_path):
 
     for source in (data_dir("tokenizer"), data_file("tokenizer", "bpe_simple_vocab_16e6.txt.gz")):
         assert CLIPTokenizer.from_pretrained(source).encoder == tok.encoder
-    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
         CLIPTokenizer.from_pretrained(tmp_path / "openai/clip-vit-base-patch32")
 
 
@@ -247,6 +264,13 @@ def test_fuzz_matches_hf_live(tok, hf):
 
 
 @pytest.mark.reference
+def test_hf_on_the_independent_files_gives_the_public_ids(hf):
+    assert hf.vocab_size == clip_vocab.PUBLIC_VOCAB_SIZE
+    assert hf("a photo of a cat").input_ids == clip_vocab.A_PHOTO_OF_A_CAT
+    assert hf.convert_tokens_to_ids(list(clip_vocab.PUBLIC_IDS)) == list(clip_vocab.PUBLIC_IDS.values())
+
+
+@pytest.mark.reference
 def test_transformers_reads_our_files(tok, hf, tmp_path):
     from reference_tokenizer import hf_from_pretrained
 
@@ -260,3 +284,29 @@ def test_transformers_reads_our_files(tok, hf, tmp_path):
     assert back(texts, padding=True, truncation=True).input_ids == tok(texts, padding=True, truncation=True).input_ids
     ours_again = CLIPTokenizer.from_pretrained(tmp_path / "hf")  # and we read HF's, configs included
     assert ours_again.encoder == tok.encoder and ours_again.model_max_length == 77
+
+
+# --- HF's container methods; wrong input types (issue 13) ---------------------------------------------------------
+def test_len_and_get_vocab_as_hf(tok):
+    assert len(tok) == tok.vocab_size == 49408
+    vocab = tok.get_vocab()
+    assert vocab["cat</w>"] == 2368 and vocab["<|endoftext|>"] == 49407 and len(vocab) == 49408
+    vocab["cat</w>"] = 0  # a copy: the tokenizer is unchanged
+    assert tok("cat").input_ids == [49406, 2368, 49407]
+
+
+@pytest.mark.parametrize(
+    ("text", "got"),
+    [(None, "got NoneType"), (3, "got int"), (["a", None], "got a list holding str, NoneType"), (b"a", "got bytes")],
+)
+def test_wrong_input_types_say_what_was_given(tok, text, got):
+    with pytest.raises(TypeError, match=f"takes a string or a list of strings, {got}"):
+        tok(text)
+
+
+def test_words_not_in_vocab():
+    from groupvit_np._resources import data_dir
+
+    demo = CLIPTokenizer.from_pretrained(data_dir("weights") / "groupvit-demo-scenes")  # a word vocabulary
+    assert demo.words_not_in_vocab("a red circle") == []
+    assert demo.words_not_in_vocab("A Cat, on a SOFA") == ["cat", "on", "sofa"]  # cleaned first; "," is a token

@@ -6,6 +6,7 @@ Hostile and damaged archives are built by hand from the opcodes torch writes, so
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -206,7 +207,7 @@ def test_truncated_archive(tmp_path, keep):
     raw = _good(tmp_path).read_bytes()
     bad = tmp_path / "cut.pt"
     bad.write_bytes(raw[: int(len(raw) * keep) if keep < 1 else keep])
-    with pytest.raises(TorchPickleError):
+    with pytest.raises(TorchPickleError, match=re.escape(f"{bad}: corrupt or unreadable torch file")):
         load_torch_file(bad)
 
 

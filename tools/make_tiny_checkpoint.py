@@ -33,10 +33,16 @@ def main() -> None:
                 stage.group_token.normal_(std=0.02)
         model.vision_model.embeddings.position_embeddings.normal_(std=0.02)
     model.half().save_pretrained(OUT, safe_serialization=True)
-    # Tokenizer and preprocessor files, as a Hub repo has them, written by our own CLIPProcessor (HF reads them).
+    # Tokenizer and preprocessor files, as a Hub repo has them, written by our own CLIPProcessor (HF reads them);
+    # vocab.json and merges.txt then come from tests/clip_vocab.py, which shares no code with the package, so the
+    # tests that hand these files to transformers do not check the package against its own output.
     from groupvit_np import CLIPProcessor
 
     CLIPProcessor.from_pretrained().save_pretrained(OUT)
+    sys.path.insert(0, str(OUT.parents[1] / "tests"))
+    from clip_vocab import write_hf_files
+
+    write_hf_files(OUT)
     print(f"wrote {OUT}", file=sys.stderr)
 
 

@@ -5,7 +5,7 @@
 
 See docs/demo-training.md for the recipe and the experiments behind it.
 
-The model trains in train mode (Gumbel hard assignment, BatchNorm batch statistics) on a single CPU thread and is
+The model trains in train mode (Gumbel hard assignment, BatchNorm batch statistics) on `--threads` CPU threads and is
 saved with `save_pretrained(safe_serialization=True)` plus the tiny word-level tokenizer (CLIP BPE file format)
 and a preprocessor config. Everything is a function of `--seed`: weights, scene seeds, Gumbel noise.
 Losses (weights on the command line):
@@ -16,6 +16,11 @@ Losses (weights on the command line):
   its best 5% of tokens, "nothing" through the best half. Binary cross-entropy against the caption's phrases plus
   "background is present". This is the training-time twin of HF-style segmentation.
 - `group` (off by default): the same choice, but presence = max over groups, ignoring how many tokens a group has.
+- `match` (off by default): the caption's phrases matched one-to-one to the final groups, DETR-style; every other
+  group picks "nothing" (`match_loss`). `--min-mass` lets only groups that hold tokens be matched.
+- `loo` (off by default): leave one group out. The image pooled without the group matched to a phrase must show
+  only the scene's other phrases (`leave_one_out_rows`), so no other group may carry that phrase.
+Runs are resumable (`--resume`, from the atomic `state.pt` written every few minutes) and log validation proxies.
 """
 
 from __future__ import annotations
@@ -202,11 +207,14 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
     import torch.nn.functional as F
 
     b = len(scenes)
-    vis = model.vision_model(pixel_values=images, output_attentions=bool(weights["pixel"]))
+    soft_maps = bool(weights["pixel"] or weights["match"] or weights["loo"])
+    vis = model.vision_model(pixel_values=images, output_attentions=soft_maps)
     groups = vis.last_hidden_state  # [B, S, D], after the final LayerNorm
     s_out = groups.shape[1]
-    # one projection call for pooled and per-group features so BatchNorm sees both (both are used at inference)
-    proj = model.visual_projection(torch.cat([vis.pooler_output, groups.reshape(b * s_out, -1)]))
+    # one BatchNorm call for pooled and per-group features so it sees both (both are used at inference)
+    linear, norm, _, out_linear = model.visual_projection
+    hidden = norm(linear(torch.cat([vis.pooler_output, groups.reshape(b * s_out, -1)])))  # [B + B*S, H]
+    proj = out_linear(hidden.relu())
     img = F.normalize(proj[:b], dim=-1)  # [B, P]
     grp = F.normalize(proj[b:], dim=-1).reshape(b, s_out, -1)  # [B, S, P]
 
@@ -240,12 +248,28 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
             prob = prob[:, :-1]
         target = torch.cat([present, torch.ones(b, 1)], dim=1)[:, : prob.shape[1]]
         parts["group"] = F.binary_cross_entropy(prob, target)
-    if weights["pixel"]:  # the same choice seen through the soft pixel -> group maps (what segmentation uses)
+    if soft_maps:  # each final group's choice among the phrases and "nothing"
         gl = extra["group_scale"].clamp(max=math.log(100)).exp() * grp @ cls.T  # [B, S, C]
-        choice = torch.cat([gl, extra["group_bg"].expand(b, s_out, 1)], dim=-1).softmax(-1)  # [B, S, C+1]
+        choice_logits = torch.cat([gl, extra["group_bg"].expand(b, s_out, 1)], dim=-1)  # [B, S, C+1]
         att = vis.attentions[0].transpose(1, 2)  # [B, N, S0]: soft maps, columns sum to 1 over groups
         for a in vis.attentions[1:]:
             att = att @ a.transpose(1, 2)  # [B, N, S]
+    if weights["match"]:  # one group per caption phrase (one-to-one), every other group picks "nothing"
+        parts["match"] = match_loss(choice_logits.log_softmax(-1), att.mean(1).detach(), scenes, weights["min_mass"])
+    if weights["loo"]:  # without the group that holds a phrase, the image no longer shows that phrase
+        rows = leave_one_out_rows(choice_logits.log_softmax(-1).detach().numpy(), att.mean(1).detach().numpy(),
+                                  scenes, weights["min_mass"])  # fmt: skip
+        # the pooled feature is the mean over groups and Linear and BatchNorm are affine maps, so the left-out
+        # mean is formed after them: the same batch statistics, no second BatchNorm update
+        h = hidden[b:].reshape(b, s_out, -1)  # [B, S, H]
+        scene, group = torch.from_numpy(rows[:, 0]), torch.from_numpy(rows[:, 1])
+        h = (h.sum(1)[scene] - h[scene, group]) / (s_out - 1)  # [M, H]
+        loo = F.normalize(out_linear(h.relu()), dim=-1)  # [M, P]
+        keep_phrases = torch.tensor(rows[:, 2:], dtype=torch.float32)  # [M, C]: the scene's other phrases
+        ll = extra["multi_scale"].clamp(max=math.log(100)).exp() * loo @ cls.T  # [M, C]
+        parts["loo"] = soft_ce(ll, keep_phrases / keep_phrases.sum(1, keepdim=True)) if len(ll) else ll.sum()
+    if weights["pixel"]:  # the same choice seen through the soft pixel -> group maps (what segmentation uses)
+        choice = choice_logits.softmax(-1)  # [B, S, C+1]
         q = att @ choice  # [B, N, C+1]: each token's class distribution through its groups
         n_tok = q.shape[1]
         obj = q[..., :-1].topk(max(1, n_tok // 20), dim=1).values.mean(1)  # [B, C]: an object covers >= 5% of tokens
@@ -254,6 +278,80 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
         parts["pixel"] = F.binary_cross_entropy(prob, torch.cat([present, torch.ones(b, 1)], dim=1))
     total = sum(weights[k] * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def best_assignment(score: np.ndarray) -> tuple[int, ...]:
+    """Distinct rows (groups) for the columns (phrases) maximising the summed score, by trying all of them at
+    once: an n-dimensional table of sums over [S]^n with repeated groups masked out (n <= 3 phrases here)."""
+    s_out, n = score.shape
+    total = np.zeros((s_out,) * n)
+    for j in range(n):
+        total = total + score[:, j].reshape((1,) * j + (s_out,) + (1,) * (n - j - 1))
+    grids = np.indices(total.shape)
+    for a in range(n):
+        for c in range(a + 1, n):
+            total = np.where(grids[a] == grids[c], -np.inf, total)
+    return tuple(int(g) for g in np.unravel_index(int(np.argmax(total)), total.shape))
+
+
+def matched_groups(table: np.ndarray, mass: np.ndarray, phrases: list[int], min_mass: float) -> tuple[int, ...]:
+    """The final group matched to each phrase (`best_assignment` on the groups' log-probabilities `table` [S, C+1]);
+    with `min_mass` > 0 only groups holding at least that share of the image tokens compete (all of them when too
+    few do), so a phrase cannot be claimed by an empty group that names it through its cross-attention alone."""
+    score = table[:, phrases]
+    eligible = mass >= min_mass
+    if min_mass > 0 and eligible.sum() >= len(phrases):
+        score = np.where(eligible[:, None], score, -1e9)
+    return best_assignment(score)
+
+
+def leave_one_out_rows(table: np.ndarray, mass: np.ndarray, scenes, min_mass: float) -> np.ndarray:
+    """Rows (scene, group, the other phrases as a multi-hot over the classes) for every phrase of every scene with
+    two or more objects, the group being the one matched to the phrase (`matched_groups` on `table` [B, S, C+1],
+    the groups' log-probabilities, and `mass` [B, S], their token shares). The loss asks the image pooled without
+    that group to show exactly the other phrases: a phrase must live in the group that holds its object, not leak
+    into the others (whose tokens attend to the whole image). Labels come from the caption only."""
+    rows = []
+    for i, scene in enumerate(scenes):
+        phrases = [k - 1 for k in scene.class_ids]
+        if len(phrases) < 2:
+            continue
+        for phrase, g in zip(phrases, matched_groups(table[i], mass[i], phrases, min_mass), strict=True):
+            others = np.zeros(len(CLASS_NAMES), dtype=np.int64)
+            others[[q for q in phrases if q != phrase]] = 1
+            rows.append([i, g, *others])
+    return np.array(rows, dtype=np.int64).reshape(-1, 2 + len(CLASS_NAMES))
+
+
+def match_loss(logp, mass, scenes, min_mass: float = 0.0):
+    """Set supervision of the final groups by the caption's phrases (as DETR matches queries to objects).
+
+    `logp` [B, S, C+1]: each group's log-probabilities over the C phrases and "nothing"; `mass` [B, S]: the share
+    of image tokens each group holds. The phrases of a caption are matched one-to-one to the groups that name
+    them best (`best_assignment`). A matched group is asked for its phrase; an unmatched group for "nothing",
+    weighted by its token share, so an empty group costs nothing. A group that holds two objects can name only
+    one of them, so the other phrase needs a group of its own: the loss is meant to pull apart objects that the
+    multiple-instance loss lets share a group. Measured (docs/demo-training.md): with 4 final groups the model
+    keeps shared prototype groups; with 20 the sharing falls slowly. Labels come from the caption only.
+    """
+    import torch
+
+    table = logp.detach().numpy()  # [B, S, C+1]
+    b, s_out, nothing = logp.shape[0], logp.shape[1], logp.shape[2] - 1
+    rows, cols, weight = [], [], []
+    for i, scene in enumerate(scenes):
+        phrases = [k - 1 for k in scene.class_ids]
+        best = matched_groups(table[i], mass[i].numpy(), phrases, min_mass)
+        for g in range(s_out):
+            rows.append(i * s_out + g)
+            if g in best:
+                cols.append(phrases[best.index(g)])
+                weight.append(1.0 / len(phrases))
+            else:
+                cols.append(nothing)
+                weight.append(float(mass[i, g]))
+    flat = logp.reshape(b * s_out, -1)[torch.tensor(rows), torch.tensor(cols)]  # [B*S]
+    return -(torch.tensor(weight) * flat).sum() / b
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -303,7 +401,8 @@ def _resume_state(out: Path, args):
         sys.exit(f"train_demo: --resume: {path} does not exist (start without --resume)")
     state = torch.load(path, weights_only=False)
     given = {k: getattr(args, k) for k in RECIPE}
-    saved = {k: state["args"][k] for k in RECIPE}
+    defaults = vars(parse_args(["--out", str(out)]))  # states written before an argument existed
+    saved = {k: state["args"].get(k, defaults[k]) for k in RECIPE}
     if {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()} != {
         k: list(v) if isinstance(v, tuple) else v for k, v in saved.items()
     }:
@@ -329,8 +428,15 @@ def validate(model, tok_cache: TextCache, size: int, n: int = 100) -> dict:
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, pixel_values=pixel_values(imgs), output_segmentation=True)
         seg = (out.segmentation_logits / float(model.logit_scale.exp()) ** 2).numpy()  # [B, C, H, W] cosines
+        att = out.vision_model_output.attentions
         cls = model(input_ids=ids, attention_mask=mask, pixel_values=pixel_values(single)).logits_per_image
     model.train()
+    maps = att[0].transpose(1, 2)
+    for a in att[1:]:
+        maps = maps @ a.transpose(1, 2)  # [B, N, S]
+    grid = int(round(maps.shape[1] ** 0.5))
+    group = maps.argmax(-1).reshape(n, grid, grid).numpy()
+    group = group.repeat(size // grid, 1).repeat(size // grid, 2)  # [B, H, W]: each pixel's final group (nearest)
     truth = np.array([s.class_ids[0] - 1 for s in single_scenes])
     best, label = seg.max(1), seg.argmax(1) + 1  # [B, H, W]
     scores = []
@@ -338,10 +444,19 @@ def validate(model, tok_cache: TextCache, size: int, n: int = 100) -> dict:
         pred = np.where(best < thr, 0, label)
         ious = [((pred == k) & (gt == k)).sum() / ((pred == k) | (gt == k)).sum() for k in np.unique(gt[gt > 0])]
         binary = ((pred > 0) & (gt > 0)).sum() / ((pred > 0) | (gt > 0)).sum()
-        scores.append((float(np.mean(ious)), float(binary)))
-    miou, binary = max(scores)
+        scores.append((float(np.mean(ious)), float(binary), pred))
+    miou, binary, pred = max(scores, key=lambda t: t[0])
+    named, shared, objects = 0, 0, 0
+    for i in range(n):  # diagnostics only: the masks never reach a loss
+        ids_here = [k for k in np.unique(gt[i]) if k > 0]
+        main = {k: np.bincount(group[i][gt[i] == k]).argmax() for k in ids_here}
+        for k in ids_here:
+            objects += 1
+            named += int(np.bincount(pred[i][gt[i] == k]).argmax() == k)
+            shared += int(any(main[k] == main[j] for j in ids_here if j != k))
     return {"val_fg_miou": round(miou, 4), "val_object_iou": round(binary, 4),
-            "val_classification": float((cls.argmax(1).numpy() == truth).mean())}  # fmt: skip
+            "val_classification": float((cls.argmax(1).numpy() == truth).mean()),
+            "val_named": round(named / objects, 4), "val_shared_group": round(shared / objects, 4)}  # fmt: skip
 
 
 def train(args) -> Path:
@@ -369,12 +484,23 @@ def train(args) -> Path:
         "group_scale": torch.nn.Parameter(torch.tensor(math.log(1 / 0.07))),
         "group_bg": torch.nn.Parameter(torch.tensor(0.0)),
     })  # fmt: skip
+    if args.init_from and state is None:  # a second phase: the weights of another run, a fresh optimiser
+        start = torch.load(args.init_from, weights_only=False)
+        own = model.state_dict()
+        fits = {k: v for k, v in start["model"].items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(fits, strict=False)  # tensors whose shape changed keep their fresh init
+        extra.load_state_dict(start["extra"])
+        print(f"--init-from: {len(fits)} of {len(own)} tensors taken; new: {sorted(set(own) - set(fits))}",
+              file=sys.stderr)  # fmt: skip
     weights = {
         "clip": 1.0,
         "multi": args.multi,
         "group": args.group,
         "bg_present": args.bg_present,
         "pixel": args.pixel,
+        "match": args.match,
+        "min_mass": args.min_mass,
+        "loo": args.loo,
     }
 
     def decays(name, p):  # no weight decay on norms, biases, group tokens and position tables
@@ -494,12 +620,21 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--patch", type=int, default=8)
     p.add_argument("--depths", default="2,2,1")
-    p.add_argument("--groups", default="16,4", help="output groups of stage 0 and 1 (the final stage keeps the last)")
+    p.add_argument("--groups", default="16,4", help="output groups of grouping stages 1 and 2 (stage 3 keeps the last)")
     p.add_argument("--radius", type=float, nargs=2, default=(8.0, 14.0))
     p.add_argument("--init", choices=("hf", "original"), default="original")
     p.add_argument("--multi", type=float, default=1.0, help="weight of the multi-label phrase loss (0 = off)")
     p.add_argument("--group", type=float, default=0.0, help="weight of the group multiple-instance loss (0 = off)")
     p.add_argument("--pixel", type=float, default=1.0, help="weight of the token-level (pixel) MIL loss (0 = off)")
+    p.add_argument("--match", type=float, default=0.0, help="weight of the phrase-to-group matching loss (0 = off)")
+    p.add_argument(
+        "--min-mass",
+        type=float,
+        default=0.0,
+        help="matching (--match, --loo) considers only groups holding at least this share of the tokens",
+    )
+    p.add_argument("--loo", type=float, default=0.0, help="weight of the leave-one-group-out loss (0 = off)")
+    p.add_argument("--init-from", metavar="STATE", help="start from the weights of another run's state.pt")
     p.add_argument("--bg-present", type=int, default=1, help="group loss also asks one group to pick 'nothing'")
     p.add_argument("--curriculum", type=float, default=0.3, help="fraction of steps over which stripes ramp in")
     p.add_argument("--smoke", action="store_true", help="a cheap check: 10 steps of batch 16")

@@ -1,0 +1,101 @@
+"""The training and evaluation tools of the demo checkpoint: the matching that its phrase loss uses, the metrics that
+tools/eval_cli.py reports, and that an interrupted training run continues bit for bit."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_best_assignment_is_the_best_of_all_one_to_one_matchings():
+    best_assignment = tool("train_demo").best_assignment
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        groups, phrases = int(rng.integers(3, 9)), int(rng.integers(1, 4))
+        score = rng.normal(size=(groups, phrases))
+        brute = max(itertools.permutations(range(groups), phrases),
+                    key=lambda gs: sum(score[g, j] for j, g in enumerate(gs)))  # fmt: skip
+        assert best_assignment(score) == brute
+    # the greedy choice is not the best one: phrase 0 prefers group 0, but phrase 1 needs it more
+    assert best_assignment(np.array([[1.0, 5.0], [0.9, 0.0]])) == (1, 0)
+
+
+def test_matching_with_min_mass_skips_empty_groups():
+    matched_groups = tool("train_demo").matched_groups
+    table = np.log(np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]]))  # 3 groups x (2 phrases + nothing)
+    mass = np.array([0.0, 0.3, 0.7])  # group 0 names phrase 0 best but holds no tokens
+    assert matched_groups(table, mass, [0, 1], 0.0) == (0, 1)
+    assert matched_groups(table, mass, [0, 1], 0.02) == (2, 1)
+    # too few groups hold tokens for the phrases: all of them compete again
+    assert matched_groups(table, np.array([0.0, 0.0, 1.0]), [0, 1], 0.02) == (0, 1)
+
+
+def test_leave_one_out_rows_name_the_other_phrases():
+    from types import SimpleNamespace
+
+    rows_for = tool("train_demo").leave_one_out_rows
+    table = np.full((2, 4, 17), -5.0)  # 2 scenes, 4 groups, 16 phrases + nothing
+    table[0, 2, 4], table[0, 1, 9] = 0.0, 0.0  # scene 0: group 2 names class 5 (index 4), group 1 class 10
+    mass = np.full((2, 4), 0.25)
+    scenes = [SimpleNamespace(class_ids=[5, 10]), SimpleNamespace(class_ids=[3])]  # scene 1 has one object: no row
+    rows = rows_for(table, mass, scenes, 0.02)
+    assert rows.shape == (2, 18)
+    assert rows[0, :2].tolist() == [0, 2] and np.flatnonzero(rows[0, 2:]).tolist() == [9]
+    assert rows[1, :2].tolist() == [0, 1] and np.flatnonzero(rows[1, 2:]).tolist() == [4]
+
+
+def test_eval_cli_scores():
+    from groupvit_np.scenes import make_scenes
+
+    scores = tool("eval_cli").scores
+    _, gt, scenes = make_scenes(30_000_000 + np.arange(6))
+    perfect = scores(gt, gt, scenes)
+    assert perfect["fg_miou"] == 1.0 and perfect["object_vs_bg_iou"] == 1.0 and perfect["objects_named_right"] == 1.0
+    assert perfect["objects"] == sum(len(s.class_ids) for s in scenes)
+    # every object found but called the next class: masks perfect, names all wrong
+    renamed = np.where(gt > 0, gt % 16 + 1, 0)
+    wrong = scores(renamed, gt, scenes)
+    assert wrong["object_vs_bg_iou"] == 1.0 and wrong["objects_named_right"] == 0.0 and wrong["fg_miou"] == 0.0
+    # everything background: no object is named right (background counts as a label)
+    none = scores(np.zeros_like(gt), gt, scenes)
+    assert none["object_vs_bg_iou"] == 0.0 and none["objects_named_right"] == 0.0
+
+
+@pytest.mark.reference
+@pytest.mark.slow
+def test_interrupted_training_continues_bit_for_bit(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    base = [sys.executable, str(TOOLS / "train_demo.py"), "--smoke", "--threads", "1", "--eval-every", "5"]
+
+    def train(out: Path, *extra: str) -> None:
+        done = subprocess.run([*base, "--out", str(out), *extra], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    train(tmp_path / "straight")
+    train(tmp_path / "resumed", "--stop-at", "4")
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()  # stopped as if killed, state.pt written
+    train(tmp_path / "resumed", "--resume")
+    straight = (tmp_path / "straight" / "model.safetensors").read_bytes()
+    assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == straight
+    log = (tmp_path / "resumed" / "train_log.jsonl").read_text()
+    assert '"resumed_at_step": 4' in log and '"done": 10' in log
+    # a different recipe cannot resume the run
+    refused = subprocess.run([*base, "--out", str(tmp_path / "resumed"), "--resume", "--lr", "0.01"],
+                             capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode == 1 and "different recipe: --lr 0.001 (given 0.01)" in refused.stderr
