@@ -13,7 +13,16 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # CI (.ci/run) sets GROUPVIT_REQUIRE_REFERENCE=1: there the reference packages are installed, so a test skipped for
 # a missing import (torch, transformers, an extra's package) hides a failure and fails instead.
 REQUIRE_REFERENCE = os.environ.get("GROUPVIT_REQUIRE_REFERENCE") == "1"
-REFERENCE_MODULES = ("torch", "transformers", "ftfy", "huggingface_hub", "jupytext", "nbclient", "array_api_strict")
+REFERENCE_MODULES = (
+    "torch",
+    "transformers",
+    "ftfy",
+    "huggingface_hub",
+    "jupytext",
+    "nbclient",
+    "array_api_strict",
+    "jax",
+)
 _IMPORT_SKIP = ("could not import", "pip install")  # pytest.importorskip's own reason, and ours
 
 
