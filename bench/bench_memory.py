@@ -1,6 +1,7 @@
 """Peak resident memory of a fresh process that loads the full-size model and runs one forward pass.
 
     pip install -e '.[bench]' && python bench/bench_memory.py
+    python bench/bench_memory.py --quick    # the shipped tiny checkpoint: checks every side runs, nothing written
 
 Each side runs in its own subprocess (imports included, as a user would see it); writes bench/results/memory.json.
 Two tasks: the full forward with segmentation (1 image, 2 texts) and image features of one image, the task the
@@ -10,6 +11,7 @@ compilation; its weights are device buffers copied from the memory-mapped file.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -18,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import full_size_checkpoint, set_threads, write_results  # noqa: E402
+from common import full_size_checkpoint, set_threads, tiny_checkpoint, write_results  # noqa: E402
 
 CHILD = r"""
 import json, sys
@@ -68,13 +70,21 @@ def measure(side: str, ckpt: Path, storage: str = "-", task: str = "forward") ->
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="check that every side runs: the shipped tiny checkpoint, no results written (its figures "
+                         "mean nothing)")  # fmt: skip
+    args = ap.parse_args()
     set_threads(2)
     tmp = Path(tempfile.gettempdir())
     has_jax = importlib.util.find_spec("jax") is not None
     has_ort = importlib.util.find_spec("onnxruntime") is not None
     results = {}
     for storage in ("float32", "float16"):
-        ckpt = full_size_checkpoint(tmp / f"groupvit-full-random-{storage}", storage)
+        if args.quick:
+            ckpt = tiny_checkpoint(tmp / f"groupvit-tiny-bench-{storage}", storage)
+        else:
+            ckpt = full_size_checkpoint(tmp / f"groupvit-full-random-{storage}", storage)
         ours, hf = measure("ours", ckpt), measure("hf", ckpt)
         results[f"{storage} checkpoint"] = {"ours_mb": ours, "hf_mb": hf, "ratio": ours / hf}
         print(f"{storage} checkpoint: ours {ours:7.1f} MB   hf {hf:7.1f} MB   ratio {ours / hf:.2f}", flush=True)
@@ -95,6 +105,9 @@ def main() -> None:
                 row["ort_mb"] = measure("ort", ckpt, task=task)
             results[f"float32 checkpoint, {task}, every side"] = row
             print(f"float32 {task}: " + "  ".join(f"{k} {v:7.1f}" for k, v in row.items()), flush=True)
+    if args.quick:
+        print("quick run: every side ran; nothing written")
+        return
     print("wrote", write_results("memory", {"cases": results, "note": "peak RSS (VmHWM), fp32 compute"}))
 
 

@@ -1,6 +1,7 @@
 """Ours (NumPy eager, JAX jit, torch tensors) vs HF transformers and ONNX Runtime on the full-size model.
 
     pip install -e '.[bench]' && python bench/bench_model.py [--threads 2] [--repeats 7] [--sides numpy,jax,...]
+    python bench/bench_model.py --quick    # seconds: the shipped tiny checkpoint, every side runs, nothing written
 
 Same weights, inputs and thread count for every side, timed round robin in one process with a pause before each
 call (common.interleaved_sides). Sides:
@@ -9,7 +10,9 @@ call (common.interleaved_sides). Sides:
   torch  the same code on torch tensors through array-api-compat (eager)
   ort    HF's model exported to ONNX (TorchScript exporter, opset 17) in ONNX Runtime: fast CPU inference today
   hf     transformers' GroupViTModel in torch, the reference every ratio is against
-Prints median times and ratios side/HF (median | best times) and writes bench/results/model.json.
+Prints median times and ratios side/HF (median | best times) and each side's first call, which for JAX is the
+compilation for that input shape (`compile_s` = first call - median), and writes bench/results/model.json. Peak
+memory of every side is bench_memory.py's.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from common import (  # noqa: E402
     onnx_export,
     ort_session,
     set_threads,
+    tiny_checkpoint,
     write_results,
 )
 
@@ -118,7 +122,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--checkpoint", type=Path, default=Path(tempfile.gettempdir()) / "groupvit-full-random")
     ap.add_argument("--sides", default=",".join(ALL_SIDES), help=f"comma-separated subset of {','.join(ALL_SIDES)}")
+    ap.add_argument("--quick", action="store_true",
+                    help="check that every side runs: the shipped tiny checkpoint, one repeat, no pauses, no results "
+                         "written (its times mean nothing)")  # fmt: skip
     args = ap.parse_args()
+    if args.quick:
+        args.repeats = 1
     sides = [s for s in args.sides.split(",") if s]
     missing = {"jax": "jax", "ort": "onnxruntime"}
     for side, module in missing.items():
@@ -136,7 +145,8 @@ def main() -> None:
     from groupvit_np import GroupViTModel
 
     torch.set_num_threads(args.threads)
-    ckpt = full_size_checkpoint(args.checkpoint)
+    tmp = Path(tempfile.gettempdir())
+    ckpt = tiny_checkpoint(tmp / "groupvit-tiny-bench-float32") if args.quick else full_size_checkpoint(args.checkpoint)
     hf = HFModel.from_pretrained(ckpt).eval()
     img1, img8, ids77, mask77, ids10, mask10, longest = inputs()
     ids_l, mask_l = ids77[:, :longest], mask77[:, :longest]
@@ -196,9 +206,15 @@ def main() -> None:
             hf, input_ids=t(ids10), pixel_values=t(img1), attention_mask=t(mask10), output_segmentation=True
         ),
     }
-    agreement = check_outputs(per_side)
+    agreement, first_call = check_outputs(per_side)
     cases = {name: {side: per_side[side][name] for side in sides} for name in per_side["hf"]}
-    results = interleaved_sides(cases, args.repeats)
+    results = interleaved_sides(cases, args.repeats, gap_s=0.0 if args.quick else 0.3)
+    for name, r in results.items():
+        r["first_call_s"] = first_call[name]
+        if "jax" in sides:
+            r["compile_s"] = {"jax": first_call[name]["jax"] - r["sides"]["jax"]["median_s"]}
+        print(f"{name:42s} first call: " + "  ".join(f"{side} {t:.2f} s" for side, t in first_call[name].items()),
+              flush=True)  # fmt: skip
     meta = {
         "threads": args.threads,
         "repeats": args.repeats,
@@ -213,11 +229,19 @@ def main() -> None:
     for side, module in (("jax", "jax"), ("ort", "onnxruntime")):
         if side in sides:
             meta[module] = importlib.import_module(module).__version__
+    if args.quick:
+        print("quick run: every side ran; nothing written")
+        return
     print("wrote", write_results("model", {"meta": meta, "cases": results}))
 
 
-def check_outputs(per_side: dict) -> dict:
-    """Every side's first output against HF's, per case (max abs difference): the sides compute the same thing."""
+def check_outputs(per_side: dict) -> tuple[dict, dict]:
+    """Every side's first output against HF's, per case (max abs difference): the sides compute the same thing.
+
+    Also the time of each side's very first call per case: for JAX, the compilation for that shape plus one run.
+    """
+    import time
+
     import numpy as np
 
     from groupvit_np.backend import to_numpy
@@ -229,13 +253,22 @@ def check_outputs(per_side: dict) -> dict:
             x = x.segmentation_logits
         return to_numpy(x.detach() if hasattr(x, "detach") else x)
 
-    out = {}
+    def timed(fn):
+        t0 = time.perf_counter()
+        result = first(fn())  # to host: waits for asynchronous results
+        return result, time.perf_counter() - t0
+
+    out, first_call = {}, {}
     for name, ref_fn in per_side["hf"].items():
-        ref = first(ref_fn())
-        out[name] = {side: float(np.abs(first(fns[name]()) - ref).max()) for side, fns in per_side.items()
-                     if side != "hf"}  # fmt: skip
+        ref, t_hf = timed(ref_fn)
+        out[name], first_call[name] = {}, {}
+        for side, fns in per_side.items():
+            if side != "hf":
+                got, first_call[name][side] = timed(fns[name])
+                out[name][side] = float(np.abs(got - ref).max())
+        first_call[name]["hf"] = t_hf
         print(f"{name:42s} max |side - hf|: " + ", ".join(f"{s} {v:.2g}" for s, v in out[name].items()), flush=True)
-    return out
+    return out, first_call
 
 
 if __name__ == "__main__":

@@ -41,6 +41,20 @@ def full_size_checkpoint(directory: Path, dtype: str = "float32") -> Path:
     return directory
 
 
+def tiny_checkpoint(directory: Path, dtype: str = "float32") -> Path:
+    """The shipped tiny random GroupViT (width 32, CLIP's vocabulary) re-saved by transformers in `dtype`: what the
+    benchmarks' `--quick` runs use, to check in seconds that every side runs (their times mean nothing)."""
+    import torch
+    from transformers import GroupViTModel
+
+    from groupvit_np._resources import data_dir
+
+    if not (directory / "model.safetensors").is_file():
+        model = GroupViTModel.from_pretrained(data_dir("weights") / "groupvit-tiny-random").eval()
+        model.to(getattr(torch, dtype)).save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
 def onnx_export(module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
                 dynamic_axes: dict | None = None) -> Path:  # fmt: skip
     """Export a torch module to ONNX once (TorchScript exporter, `dynamo=False`, opset 17) and keep the file.
@@ -105,8 +119,9 @@ def interleaved_sides(
 ) -> dict[str, dict]:  # fmt: skip
     """Time any number of sides per case in turn (round robin, `gap_s` of sleep before every call, as above).
 
-    Per case: each side's statistics, its median and best-time ratios against `reference`, and the time of its
-    first call (for a compiled side, the compilation for that input shape plus one run).
+    Per case: each side's statistics, its median and best-time ratios against `reference`, and the time of the
+    untimed warm-up call each side makes first (`warmup_s`; a compiled side's compilation is timed by the caller,
+    on its very first call).
     """
     out = {}
     for name, sides in cases.items():
@@ -132,7 +147,7 @@ def interleaved_sides(
             "sides": st,
             "ratio": {side: s["median_s"] / ref["median_s"] for side, s in st.items()},
             "ratio_min": {side: s["min_s"] / ref["min_s"] for side, s in st.items()},
-            "first_call_s": first,
+            "warmup_s": first,
         }
         if not quiet:
             cells = "  ".join(f"{side} {s['median_s'] * 1e3:7.1f} ms ({out[name]['ratio'][side]:.2f}|"
