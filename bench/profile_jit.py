@@ -1,6 +1,7 @@
 """Where the time goes: our model under jax.jit against HF's model in ONNX Runtime, image features, full size.
 
     pip install -e '.[bench]' && python bench/profile_jit.py [--batch 1] [--threads 2] [--repeats 5]
+    python bench/profile_jit.py --quick    # the shipped tiny checkpoint: checks that both profiles run, writes nothing
 
 Both sides run with their profilers on, the same weights, input and thread count. Per side, the time of each
 kernel is summed over the runs and grouped: matrix products (XLA's library fusions around dots, ORT's
@@ -21,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import full_size_checkpoint, set_threads, write_results  # noqa: E402
+from common import full_size_checkpoint, set_threads, tiny_checkpoint, write_results  # noqa: E402
 
 
 def jax_profile(ckpt: Path, pixels, repeats: int) -> dict[str, float]:
@@ -125,11 +126,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--checkpoint", type=Path, default=Path(tempfile.gettempdir()) / "groupvit-full-random")
+    ap.add_argument("--quick", action="store_true",
+                    help="check that both profiles run: the tiny checkpoint, one repeat, nothing written")  # fmt: skip
     args = ap.parse_args()
     set_threads(args.threads)
     import numpy as np
 
-    ckpt = full_size_checkpoint(args.checkpoint)
+    if args.quick:
+        args.repeats = 1
+        ckpt = tiny_checkpoint(Path(tempfile.gettempdir()) / "groupvit-tiny-bench-float32")
+    else:
+        ckpt = full_size_checkpoint(args.checkpoint)
     pixels = np.random.default_rng(0).normal(size=(args.batch, 3, 224, 224)).astype(np.float32)
     sides = {"jax": jax_profile(ckpt, pixels, args.repeats), "ort": ort_profile(ckpt, pixels, args.repeats,
                                                                                  args.threads)}  # fmt: skip
@@ -139,6 +146,9 @@ def main() -> None:
     for k in kinds:
         print(f"{k:22s} {sides['jax'].get(k, 0):8.1f} {sides['ort'].get(k, 0):8.1f}")
     print(f"{'total':22s} {sum(sides['jax'].values()):8.1f} {sum(sides['ort'].values()):8.1f}")
+    if args.quick:
+        print("quick run: both profiles ran; nothing written")
+        return
     print("wrote", write_results(f"profile_b{args.batch}", {"batch": args.batch, "threads": args.threads,
                                                              "ms_per_call": sides}))  # fmt: skip
 
