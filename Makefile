@@ -7,7 +7,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 install:  ## editable install with every extra used in development
-	$(PY) -m pip install -e '.[test,reference,hub,notebooks]' ruff
+	$(PY) -m pip install -e '.[test,reference,hub,notebooks,jax,bench]' ruff
 
 test:  ## the whole suite (live parity tests run when torch + transformers are installed)
 	$(PY) -m pytest

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import array_device, namespace
+from .backend import array_device, namespace, writes_in_place
 from .ops import Params, layer_norm, linear, mlp, softmax
 
 _QKV = ("q_proj", "k_proj", "v_proj")
@@ -23,7 +23,10 @@ def fuse_projections(tree: Any) -> Any:
     Each dict holding `q_proj`, `k_proj` and `v_proj` gains `in_proj` = {weight [3D, D], bias [3D]}, and its three
     HF leaves become views into it (no second copy of the weights), so one product computes q, k and v, or k and
     v together from rows D: for cross-attention. The input tree is not modified. `in_proj` records the leaves it
-    was made from: a block whose leaves are later replaced is computed from the leaves, never from stale weights.
+    was made from: a block whose leaves are later replaced is computed from the leaves, never from stale weights
+    (nor after a tree is flattened and rebuilt, as `jax.jit` does: the leaves are then new objects). Namespaces
+    whose arrays are immutable (JAX) get the tree unchanged: their slices are copies, so the stack would double
+    the memory, and their compiler schedules the three products itself.
     """
     if isinstance(tree, list):
         return [fuse_projections(item) for item in tree]
@@ -32,6 +35,8 @@ def fuse_projections(tree: Any) -> Any:
     out = {key: fuse_projections(value) for key, value in tree.items()}
     if all(isinstance(tree.get(n), dict) for n in _QKV) and "in_proj" not in tree:
         xp = namespace(*(tree[n]["weight"] for n in _QKV))
+        if not writes_in_place(xp.zeros_like(tree["q_proj"]["bias"][:1])):  # a fresh array of this namespace
+            return out
         d = tree["q_proj"]["weight"].shape[0]
         fused = {leaf: xp.concat([tree[n][leaf] for n in _QKV], axis=0) for leaf in ("weight", "bias")}
         for i, n in enumerate(_QKV):

@@ -16,10 +16,10 @@ import numpy as np
 
 from .backend import namespace, to_namespace, to_numpy
 from .datasets import CLASSIFICATION_TEMPLATES
+from .functional import vision_model
 from .heads import projection_head
 from .image import IMAGENET_MEAN, IMAGENET_STD, classification_pixels  # noqa: F401 (re-exported)
 from .ops import l2_normalize, softmax
-from .vision import vision_tower
 
 
 class NonFiniteError(ValueError):
@@ -84,7 +84,7 @@ def logit_scale(model: Any) -> Any:
 def image_embedding(model: Any, pixels: np.ndarray) -> Any:
     """Pooled, projected, normalised image embedding.  # [1, 3, H, W] host -> [1, P] in the model's namespace"""
     x = to_namespace(pixels, model.xp, dtype=model.dtype, device=model.device)
-    vis = vision_tower(x, model.params["vision_model"], model.config.vision_config, interpolate_pos_encoding=True)
+    vis = model.run(vision_model, pixel_values=x, static={"interpolate_pos_encoding": True})  # compiled on JAX
     return l2_normalize(projection_head(vis["pooler_output"], model.params["visual_projection"]))
 
 

@@ -136,10 +136,13 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Path]:
     advice = "" if args.weights else f"; {HOW_TO_GET}"  # a shipped checkpoint that fails: say where to get one
     try:
         model = GroupViTModel.from_pretrained(source, xp=args.backend)
-    except ImportError as e:  # CuPy missing: the message says what to install
+    except ImportError as e:  # CuPy or JAX missing: the message says what to install
         raise UserError(str(e)) from None
     except (OSError, ValueError) as e:  # CheckpointError is a ValueError
         raise UserError(f"cannot load weights {source}: {_first_line(e)}{advice}") from None
+    if model.jit:
+        print(f"note: {args.backend} compiles the model for each new input size on first use (several seconds each)",
+              file=sys.stderr)  # fmt: skip
     return model, source if source.is_dir() else source.parent
 
 

@@ -241,7 +241,9 @@ def _common(p: argparse.ArgumentParser, out: str | None, out_help: str, images: 
                    help="checkpoint folder, .safetensors/.bin/.pth file or Hub repo id (default: the shipped demo "
                         "checkpoint)")  # fmt: skip
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit (repo ids only)")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy", help="array library (default numpy)")
+    p.add_argument("--backend", choices=("numpy", "cupy", "jax"), default="numpy",
+                   help="array library (default numpy); jax compiles the model on first use, once per image size "
+                        "(several seconds each, then faster)")  # fmt: skip
     p.add_argument("--out", metavar="DIR", default=out, help=out_help)
     p.add_argument("--json", action="store_true", help="print machine-readable results on stdout")
     if images:

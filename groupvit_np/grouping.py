@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .attention import multi_head_attention, project_heads
-from .backend import array_device, namespace
+from .backend import array_device, namespace, stop_gradient
 from .ops import Params, layer_norm, linear, mixer_mlp, mlp, softmax
 
 
@@ -22,14 +22,19 @@ def one_hot_argmax(y: Any, axis: int = -2) -> Any:
     return xp.astype(idx == classes, y.dtype)
 
 
-def hard_softmax(logits: Any, axis: int = -2) -> Any:
-    """Straight-through one-hot: value one_hot(argmax softmax) exactly, gradient of the softmax.
+def straight_through(soft: Any, axis: int = -2) -> Any:
+    """The one-hot of soft's argmax as the value, soft's gradient as the gradient.  # [B, S, N] -> same
 
-    Written as (hard - soft) + soft like HF, so the forward value matches bit for bit (it is 1 up to rounding
-    of 1 - soft + soft) while autograd, where there is one, would see only the soft term.  # [B, S, N] -> same
+    Written as HF writes it, (hard - soft.detach()) + soft: the forward value matches bit for bit (it is 1 up to
+    rounding of 1 - soft + soft), and autodiff (JAX, torch) sees only the last term. Without the stop the
+    gradient would be zero: the one-hot has none, and -soft + soft cancels.
     """
-    soft = softmax(logits, axis=axis)
-    return (one_hot_argmax(soft, axis) - soft) + soft
+    return (one_hot_argmax(soft, axis) - stop_gradient(soft)) + soft
+
+
+def hard_softmax(logits: Any, axis: int = -2) -> Any:
+    """Straight-through one-hot of softmax(logits): value one_hot(argmax), gradient of the softmax.  # -> same"""
+    return straight_through(softmax(logits, axis=axis), axis)
 
 
 def gumbel_softmax(logits: Any, noise: Any, tau: float = 1.0, axis: int = -2) -> Any:
@@ -40,8 +45,7 @@ def gumbel_softmax(logits: Any, noise: Any, tau: float = 1.0, axis: int = -2) ->
     """
     if noise.shape != logits.shape:
         raise ValueError(f"gumbel noise has shape {noise.shape}, expected the logits' {logits.shape}")
-    soft = softmax((logits + noise) / tau, axis=axis)
-    return (one_hot_argmax(soft, axis) - soft) + soft
+    return straight_through(softmax((logits + noise) / tau, axis=axis), axis)
 
 
 def assign_attention(
@@ -68,7 +72,7 @@ def assign_attention(
     if gumbel_noise is not None:
         assign = gumbel_softmax(raw, gumbel_noise, axis=-2)
     elif hard:
-        assign = (one_hot_argmax(soft, -2) - soft) + soft  # hard_softmax(raw), reusing soft
+        assign = straight_through(soft, -2)  # hard_softmax(raw), reusing soft
     else:
         assign = soft
     assign = assign / (xp.sum(assign, axis=-1, keepdims=True) + assign_eps)  # [B, S, N]

@@ -1,31 +1,33 @@
 """The HF-shaped facade: `GroupViTModel`, `GroupViTTextModel`, `GroupViTVisionModel` and their outputs.
 
 A model is a config plus a parameter tree in one array namespace; calling it validates the inputs, moves them
-into that namespace and runs the pure functions of `text`, `vision` and `heads`. Shape legend: B images,
-T texts, L text length, S groups, D width, P projection dim.
+into that namespace and runs the pure functions of `functional` (through `jax.jit` on JAX, compiled once per
+input shape). Shape legend: B images, T texts, L text length, S groups, D width, P projection dim.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from . import functional as F
 from . import weights as W
 from .attention import fuse_projections
-from .backend import FLOAT_DTYPES, host_array, is_host, is_integer_array, namespace, resolve_xp, to_namespace
-from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
-from .heads import (
-    contrastive_logits,
-    contrastive_loss,
-    normalized_group_embeddings,
-    projection_head,
-    segmentation_logits,
+from .backend import (
+    FLOAT_DTYPES,
+    compiler,
+    host_array,
+    index_dtype,
+    is_host,
+    is_integer_array,
+    resolve_xp,
+    to_namespace,
 )
-from .ops import l2_normalize
-from .text import eos_positions, text_tower
-from .vision import vision_tower
+from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
+from .text import eos_positions
 
 # ---------------------------------------------------------------------------------------------------------------
 # Outputs: dataclasses read by attribute or key, like transformers' ModelOutput.
@@ -63,13 +65,25 @@ class GroupViTModelOutput(_Output):
     vision_model_output: BaseModelOutputWithPooling | None = None
 
 
-def _tower_output(out: dict[str, Any], hidden: bool, attentions: bool) -> BaseModelOutputWithPooling:
-    return BaseModelOutputWithPooling(
-        out["last_hidden_state"],
-        out["pooler_output"],
-        out["hidden_states"] if hidden else None,
-        out["attentions"] if attentions else None,
-    )
+def _tower_output(out: dict[str, Any]) -> BaseModelOutputWithPooling:
+    return BaseModelOutputWithPooling(**out)
+
+
+def _drop(out: dict[str, Any], hidden: bool, attentions: bool) -> dict[str, Any]:
+    """A tower's outputs without the fields not asked for (under a compiler, work nobody reads is not done)."""
+    return {**out, "hidden_states": out["hidden_states"] if hidden else None,
+            "attentions": out["attentions"] if attentions else None}  # fmt: skip
+
+
+def _forward(params: Any, config: GroupViTConfig, *, hidden: bool, attentions: bool, **kw: Any) -> dict[str, Any]:
+    out = F.forward(params, config, **kw)
+    for tower in ("text_model_output", "vision_model_output"):
+        out[tower] = _drop(out[tower], hidden, attentions)
+    return out
+
+
+def _tower(params: Any, config: Any, *, fn: Callable, hidden: bool, attentions: bool, **kw: Any) -> dict[str, Any]:
+    return _drop(fn(params, config, **kw), hidden, attentions)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -111,10 +125,32 @@ def _select(flat: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 
 class _Base:
-    def __init__(self, config: Any, params: dict[str, Any], xp: Any, device: Any = None):
+    def __init__(self, config: Any, params: dict[str, Any], xp: Any, device: Any = None, jit: bool | None = None):
         self.config, self.params, self.xp, self.device = config, params, xp, device
         # The compute dtype is the vectors' (matrices may be stored in half precision).
         self.dtype = next(leaf.dtype for leaf in _leaves(params) if leaf.ndim == 1)
+        self._compile = compiler(xp) if jit is None or jit else None
+        if jit and self._compile is None:
+            raise ValueError(f"jit=True needs a namespace with a compiler (jax); {getattr(xp, '__name__', xp)} "
+                             "runs eagerly")  # fmt: skip
+        self._compiled: dict[Any, Callable] = {}  # one compiled function per set of static options
+
+    @property
+    def jit(self) -> bool:
+        """Whether calls run compiled (JAX's default): the first call with a new input shape compiles."""
+        return self._compile is not None
+
+    def run(self, fn: Callable, *, static: dict[str, Any] | None = None, **arrays: Any) -> Any:
+        """fn(self.params, self.config, **arrays, **static): compiled when the model compiles, once per set of
+        `static` options (Python values the function branches on) and, by the compiler, once per input shape;
+        the compiled functions live as long as the model. `arrays` must already be in the model's namespace."""
+        static = static or {}
+        if self._compile is None:
+            return fn(self.params, self.config, **arrays, **static)
+        key = (fn, tuple(sorted(static.items())))
+        if key not in self._compiled:
+            self._compiled[key] = self._compile(functools.partial(fn, config=self.config, **static))
+        return self._compiled[key](self.params, **arrays)
 
     def _ids(self, input_ids: Any, text_config: GroupViTTextConfig) -> Any:
         """Check token ids on the host, then move them: [..., L] -> [T, L] int64 in the model's namespace."""
@@ -129,7 +165,7 @@ class _Base:
             )
         if ids.size and (ids.min() < 0 or ids.max() >= text_config.vocab_size):
             raise ValueError(f"input_ids must lie in [0, {text_config.vocab_size}), got [{ids.min()}, {ids.max()}]")
-        return to_namespace(ids, self.xp, dtype="int64", device=self.device)
+        return to_namespace(ids, self.xp, dtype=self._index_name, device=self.device)
 
     def _mask(self, mask: Any, ids: Any) -> Any:
         if mask is None:
@@ -138,7 +174,7 @@ class _Base:
         m = m.reshape(-1, m.shape[-1]) if m.ndim else m
         if m.shape != tuple(ids.shape):
             raise ValueError(f"attention_mask has shape {m.shape}, input_ids {tuple(ids.shape)}")
-        return to_namespace(m, self.xp, dtype="int64", device=self.device)
+        return to_namespace(m, self.xp, dtype=self._index_name, device=self.device)
 
     def _pixels(self, pixel_values: Any, vision_config: GroupViTVisionConfig, interpolate: bool = False) -> Any:
         shape = tuple(pixel_values.shape) if hasattr(pixel_values, "shape") else host_array(pixel_values).shape
@@ -163,6 +199,15 @@ class _Base:
     def dtype_name(self) -> str:
         return "float64" if self.dtype == self.xp.float64 else "float32"
 
+    @property
+    def _index_name(self) -> str:  # int64, or int32 where that is the namespace's index type (JAX without x64)
+        return "int64" if index_dtype(self.xp) == self.xp.int64 else "int32"
+
+    def _positions(self, position_ids: Any) -> Any:
+        if position_ids is None:
+            return None
+        return to_namespace(host_array(position_ids), self.xp, dtype=self._index_name, device=self.device)
+
 
 class _Tower(_Base):
     """One tower loaded out of a full GroupViT checkpoint, as HF's tower models load."""
@@ -171,13 +216,15 @@ class _Tower(_Base):
     _shapes: Any
 
     @classmethod
-    def from_pretrained(cls, path, dtype="float32", xp=None, device=None, revision=None, storage_dtype=None):
+    def from_pretrained(cls, path, dtype="float32", xp=None, device=None, revision=None, storage_dtype=None,
+                        jit=None):  # fmt: skip
+        """As `GroupViTModel.from_pretrained`, for this tower's weights."""
         full, flat = _from_pretrained(path, revision)
         xp, config = resolve_xp(xp), getattr(full, f"{cls._tower}_config")
         expected = dict(cls._shapes(config))
         params = _load_params(_select(flat, f"{cls._tower}_model"), expected, dtype, xp, device, str(path),
                               storage_dtype)  # fmt: skip
-        return cls(config, params, xp, device)
+        return cls(config, params, xp, device, jit)
 
 
 def _leaves(tree: Any):
@@ -207,12 +254,16 @@ class GroupViTModel(_Base):
     @classmethod
     def from_pretrained(
         cls, path: str | os.PathLike, dtype: str = "float32", xp: Any = None, device: Any = None,
-        revision: str | None = None, storage_dtype: str | None = None,
+        revision: str | None = None, storage_dtype: str | None = None, jit: bool | None = None,
     ) -> GroupViTModel:  # fmt: skip
         """Load a checkpoint folder, weights file, NVlabs .pth or Hub repo id; compute in `dtype` on `xp`/`device`.
 
-        `storage_dtype="float16"` keeps the weight matrices in half precision (half the memory; same results as
-        loading a float16 checkpoint in float32, a little slower).
+        `xp`: "numpy" (default), "cupy", "jax", "torch" or an Array API namespace. `storage_dtype="float16"` keeps
+        the weight matrices in half precision (half the memory; same results as loading a float16 checkpoint in
+        float32, a little slower). With "jax" calls are compiled by `jax.jit` unless `jit=False`: the first call
+        with each new input shape compiles (about 5 s for the full-size image tower, 10 s for a full forward),
+        later calls reuse it for the life of the model. float64 on JAX needs
+        `jax.config.update("jax_enable_x64", True)` first.
         """
         config, flat = _from_pretrained(path, revision)
         for tower, model in (("text", "GroupViTTextModel"), ("vision", "GroupViTVisionModel")):
@@ -220,7 +271,7 @@ class GroupViTModel(_Base):
                 raise W.CheckpointError(f"{path} holds only the {tower} tower: load it with {model}.from_pretrained")
         xp = resolve_xp(xp)
         params = _load_params(flat, W.expected_shapes(config), dtype, xp, device, str(path), storage_dtype)
-        return cls(config, params, xp, device)
+        return cls(config, params, xp, device, jit)
 
     def get_text_features(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None) -> Any:
         """Unnormalised projected text features.  # [T, L] -> [T, P]
@@ -235,20 +286,13 @@ class GroupViTModel(_Base):
         if keep < ids.shape[1]:
             ids, mask = ids[:, :keep], None if mask is None else mask[:, :keep]
             pos = None if pos is None else pos[..., :keep]
-        out = text_tower(ids, self.params["text_model"], cfg, mask, pos)
-        return projection_head(out["pooler_output"], self.params["text_projection"])
+        return self.run(F.text_features, input_ids=ids, attention_mask=mask, position_ids=pos)
 
     def get_image_features(self, pixel_values: Any, interpolate_pos_encoding: bool = False) -> Any:
         """Unnormalised projected image features.  # [B, C, H, W] -> [B, P]"""
         pixels = self._pixels(pixel_values, self.config.vision_config, interpolate_pos_encoding)
-        out = vision_tower(pixels, self.params["vision_model"], self.config.vision_config,
-                           interpolate_pos_encoding=interpolate_pos_encoding)  # fmt: skip
-        return projection_head(out["pooler_output"], self.params["visual_projection"])
-
-    def _positions(self, position_ids: Any) -> Any:
-        if position_ids is None:
-            return None
-        return to_namespace(host_array(position_ids), self.xp, dtype="int64", device=self.device)
+        return self.run(F.image_features, pixel_values=pixels,
+                        static={"interpolate_pos_encoding": interpolate_pos_encoding})  # fmt: skip
 
     def __call__(
         self, input_ids: Any = None, pixel_values: Any = None, attention_mask: Any = None, position_ids: Any = None,
@@ -269,28 +313,14 @@ class GroupViTModel(_Base):
             raise ValueError(
                 f"return_loss pairs text i with image i: got {ids.shape[0]} texts, {pixels.shape[0]} images"
             )
-        vis = vision_tower(pixels, self.params["vision_model"], cfg.vision_config, gumbel_noise,
-                           interpolate_pos_encoding=interpolate_pos_encoding)  # fmt: skip
-        txt = text_tower(ids, self.params["text_model"], cfg.text_config, self._mask(attention_mask, ids),
-                         self._positions(position_ids))  # fmt: skip
-        image_embeds = l2_normalize(projection_head(vis["pooler_output"], self.params["visual_projection"]))  # [B, P]
-        text_embeds = l2_normalize(projection_head(txt["pooler_output"], self.params["text_projection"]))  # [T, P]
-        logit_scale = self.params["logit_scale"]
-        logits_per_text = contrastive_logits(text_embeds, image_embeds, logit_scale)  # [T, B]
-        seg = None
-        if output_segmentation:
-            groups = normalized_group_embeddings(vis["last_hidden_state"], self.params["visual_projection"])  # [B,S,P]
-            seg = segmentation_logits(groups, text_embeds, vis["attentions"], logit_scale, *pixels.shape[2:])
-        out = GroupViTModelOutput(
-            loss=contrastive_loss(logits_per_text) if return_loss else None,
-            logits_per_image=namespace(logits_per_text).matrix_transpose(logits_per_text),  # [B, T]
-            logits_per_text=logits_per_text,
-            segmentation_logits=seg,
-            text_embeds=text_embeds,
-            image_embeds=image_embeds,
-            text_model_output=_tower_output(txt, output_hidden_states, output_attentions),
-            vision_model_output=_tower_output(vis, output_hidden_states, output_attentions),
-        )
+        static = {"return_loss": return_loss, "output_segmentation": output_segmentation,
+                  "hidden": output_hidden_states, "attentions": output_attentions,
+                  "interpolate_pos_encoding": interpolate_pos_encoding}  # fmt: skip
+        o = self.run(_forward, input_ids=ids, pixel_values=pixels, attention_mask=self._mask(attention_mask, ids),
+                     position_ids=self._positions(position_ids), gumbel_noise=gumbel_noise,
+                     static=static)  # fmt: skip
+        out = GroupViTModelOutput(**{**o, "text_model_output": _tower_output(o["text_model_output"]),
+                                     "vision_model_output": _tower_output(o["vision_model_output"])})  # fmt: skip
         return out if return_dict else out.to_tuple()
 
 
@@ -305,9 +335,10 @@ class GroupViTTextModel(_Tower):
                  output_hidden_states=False, return_dict=True):  # fmt: skip
         """CLIP text encoder outputs.  # [T, L] -> last_hidden_state [T, L, D], pooler_output [T, D]"""
         ids = self._ids(input_ids, self.config)
-        pos = GroupViTModel._positions(self, position_ids)
-        out = text_tower(ids, self.params["text_model"], self.config, self._mask(attention_mask, ids), pos)
-        result = _tower_output(out, output_hidden_states, output_attentions)
+        static = {"fn": F.text_model, "hidden": output_hidden_states, "attentions": output_attentions}
+        out = self.run(_tower, input_ids=ids, attention_mask=self._mask(attention_mask, ids),
+                       position_ids=self._positions(position_ids), static=static)  # fmt: skip
+        result = _tower_output(out)
         return result if return_dict else result.to_tuple()
 
 
@@ -322,7 +353,8 @@ class GroupViTVisionModel(_Tower):
                  gumbel_noise=None, interpolate_pos_encoding=False):  # fmt: skip
         """Vision outputs.  # [B, C, H, W] -> last_hidden_state [B, S, D], pooler_output [B, D]"""
         pixels = self._pixels(pixel_values, self.config, interpolate_pos_encoding)
-        out = vision_tower(pixels, self.params["vision_model"], self.config, gumbel_noise,
-                           interpolate_pos_encoding=interpolate_pos_encoding)  # fmt: skip
-        result = _tower_output(out, output_hidden_states, output_attentions)
+        static = {"fn": F.vision_model, "hidden": output_hidden_states, "attentions": output_attentions,
+                  "interpolate_pos_encoding": interpolate_pos_encoding}  # fmt: skip
+        out = self.run(_tower, pixel_values=pixels, gumbel_noise=gumbel_noise, static=static)
+        result = _tower_output(out)
         return result if return_dict else result.to_tuple()

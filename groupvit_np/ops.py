@@ -8,9 +8,10 @@ A parameter subtree `p` holds the checkpoint's tensors under their HF leaf names
 from __future__ import annotations
 
 import math
+from itertools import zip_longest
 from typing import Any
 
-from .backend import elementwise_chunk, namespace
+from .backend import boolean_indexing, elementwise_chunk, namespace, stop_gradient, writes_in_place
 
 Params = dict[str, Any]
 
@@ -56,6 +57,7 @@ _ERFC_B_R = (-9.86494292470009928597e-03, -7.99283237680523006574e-01, -1.775795
 _ERFC_B_S = (1.0, 3.03380607434824582924e+01, 3.25792512996573918826e+02, 1.53672958608443695994e+03,
              3.19985821950859553908e+03, 2.55305040643316442583e+03, 4.74528541206955367215e+02,
              -2.24409524465858183362e+01)  # fmt: skip
+_ERFC_A, _ERFC_B = (_ERFC_A_R, _ERFC_A_S), (_ERFC_B_R, _ERFC_B_S)  # [1.25, 1/0.35) and [1/0.35, 6)
 
 
 def _erf_small(x: Any) -> Any:  # |x| < 0.84375: x + x * P/Q(x^2)
@@ -112,25 +114,36 @@ def erf(x: Any) -> Any:
     inputs take Eigen's single rational approximation (a few float32 ulp) for speed.
 
     Pieces on |x|: [0, 0.84375) x + x*P/Q(x^2); [0.84375, 1.25) c + P/Q(|x|-1); [1.25, 1/0.35) and [1/0.35, 6)
-    1 - exp(-x^2)*R/S(1/x^2)/x; [6, inf) 1. Each piece is evaluated only on its own elements (boolean masks), so
-    the cost is one rational function per element. Example: erf(0.5) = 0.5204998778130465.
+    1 - exp(-x^2)*R/S(1/x^2)/x; [6, inf) 1. Where arrays accept writes and boolean masks, each piece runs only on
+    its own elements, so the cost is one rational function per element. Elsewhere (JAX) pieces run on every
+    element, clamped into their interval so that none overflows (nor its gradient), and `where` picks; the two
+    tails share one evaluation with per-element coefficients (a zero on top of the shorter polynomial changes no
+    rounding). The same values either way. Example: erf(0.5) = 0.5204998778130465.
     """
     xp = namespace(x)
     if x.dtype == xp.float32:
         return _erf_float32(x)
     a = xp.abs(x)
-    mag = xp.ones_like(x)  # |x| >= 6 (and inf): erf is 1 to double precision
-    pieces = (
-        (a < 0.84375, _erf_small),
-        ((a >= 0.84375) & (a < 1.25), _erf_mid),
-        ((a >= 1.25) & (a < 1 / 0.35), lambda v: _erf_tail(v, (_ERFC_A_R, _ERFC_A_S))),
-        ((a >= 1 / 0.35) & (a < 6.0), lambda v: _erf_tail(v, (_ERFC_B_R, _ERFC_B_S))),
-    )
-    for mask, piece in pieces:
-        mag[mask] = piece(a[mask])
-    nan = xp.isnan(x)
-    mag[nan] = x[nan]
-    return xp.copysign(mag, x)  # odd function; keeps erf(-0.0) = -0.0
+    small, mid = a < 0.84375, (a >= 0.84375) & (a < 1.25)
+    if writes_in_place(x) and boolean_indexing(xp):
+        mag = xp.ones_like(x)  # |x| >= 6 (and inf): erf is 1 to double precision
+        mag[small] = _erf_small(a[small])
+        mag[mid] = _erf_mid(a[mid])
+        for mask, rational in (((a >= 1.25) & (a < 1 / 0.35), _ERFC_A), ((a >= 1 / 0.35) & (a < 6.0), _ERFC_B)):
+            mag[mask] = _erf_tail(a[mask], rational)
+        nan = xp.isnan(x)
+        mag[nan] = x[nan]
+        return xp.copysign(mag, x)  # odd function; keeps erf(-0.0) = -0.0
+    far, far_b = (a >= 1.25) & (a < 6.0), a >= 1 / 0.35
+    rational = tuple(
+        tuple(xp.where(far_b, xp.full_like(a, b), c) for c, b in zip_longest(*pair, fillvalue=0.0))
+        for pair in zip(_ERFC_A, _ERFC_B, strict=True)
+    )  # R and S coefficients of each element's tail, [...] each
+    mag = xp.where(xp.isnan(x), x, xp.ones_like(x))
+    mag = xp.where(far, _erf_tail(xp.clip(a, 1.25, 6.0), rational), mag)
+    mag = xp.where(mid, _erf_mid(xp.clip(a, 0.84375, 1.25)), mag)
+    mag = xp.where(small, _erf_small(xp.clip(a, 0.0, 0.84375)), mag)
+    return xp.copysign(mag, x)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -142,10 +155,11 @@ def _map_rows(fn: Any, x: Any, overwrite: bool) -> Any:
 
     Each block's chain of passes then stays in the L2 cache (see `backend.elementwise_chunk`) instead of streaming
     every pass through memory. Results go into one output, which is `x` itself when the caller owns it
-    (`overwrite`, and then fn may also work in its block). GPU namespaces run fn(x) whole.  # [..., W] -> [..., W]
+    (`overwrite`, and then fn may also work in its block). GPU namespaces, and immutable arrays (JAX, whose
+    compiler fuses the chain instead), run fn(x) whole.  # [..., W] -> [..., W]
     """
     xp = namespace(x)
-    chunk = elementwise_chunk(xp)
+    chunk = elementwise_chunk(x)
     size = math.prod(x.shape)
     if chunk is None or size <= 2 * chunk:
         return fn(x)
@@ -203,7 +217,7 @@ ACTIVATIONS = {"gelu": gelu, "quick_gelu": quick_gelu, "relu": relu}
 
 def _softmax(x: Any, axis: int, overwrite: bool) -> Any:
     xp = namespace(x)
-    top = xp.max(x, axis=axis, keepdims=True)
+    top = stop_gradient(xp.max(x, axis=axis, keepdims=True))  # a shift the result does not depend on
     if overwrite:
         x -= top
         e = xp.exp(x)

@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from .backend import array_device, namespace, to_namespace, to_numpy
+from .backend import array_device, namespace, slice_add, to_namespace, to_numpy
 from .classify import check_finite, encode_text, logit_scale
 from .datasets import IGNORE_INDEX, SEGMENTATION_TEMPLATES, LabelSet, custom_labels
+from .functional import vision_model
 from .heads import normalized_group_embeddings, projection_head, segmentation_logits
 from .image import CLIPImageProcessor, to_rgb_array
 from .ops import l2_normalize, softmax
 from .resize import bilinear_taps, resize_grid
-from .vision import vision_tower
 
 MEAN_255 = (123.675, 116.28, 103.53)  # mmseg's img_norm_cfg: ImageNet mean/std on the 0-255 scale
 STD_255 = (58.395, 57.12, 57.375)
@@ -166,7 +166,7 @@ def run_window(model: Any, pixels: np.ndarray, text: Any, background: bool, thre
         raise ValueError(f"the resized image is {h}x{w} pixels, smaller than one {cfg.patch_size}-pixel patch")
     x = to_namespace(pixels[..., : gh * cfg.patch_size, : gw * cfg.patch_size], model.xp, dtype=model.dtype,
                      device=model.device)  # fmt: skip
-    vis = vision_tower(x, model.params["vision_model"], cfg, interpolate_pos_encoding=True)
+    vis = model.run(vision_model, pixel_values=x, static={"interpolate_pos_encoding": True})  # compiled on JAX
     head = model.params["visual_projection"]
     groups = normalized_group_embeddings(vis["last_hidden_state"], head)[0, ...]  # [S, P]
     image = l2_normalize(projection_head(vis["pooler_output"], head))[0, ...]  # [P]
@@ -326,7 +326,7 @@ def segment(
             part, probs, _ = run_window(model, pixels[..., y1:y2, x1:x2], text, ls.background, ls.threshold, top_k)
             if logits is None:
                 logits = xp.zeros((part.shape[0], h, w), dtype=part.dtype, device=array_device(part))
-            logits[:, y1:y2, x1:x2] = logits[:, y1:y2, x1:x2] + part
+            logits = slice_add(logits, (slice(None), slice(y1, y2), slice(x1, x2)), part)  # immutable arrays too
             probs_sum = probs if probs_sum is None else probs_sum + probs
             count[y1:y2, x1:x2] += 1
         logits = logits / to_namespace(count, xp, dtype=logits.dtype, device=array_device(logits))
@@ -373,7 +373,7 @@ def hf_segment(
     ch, cw = pixels.shape[-2:]
     cfg = model.config.vision_config
     x = to_namespace(pixels, model.xp, dtype=model.dtype, device=model.device)
-    vis = vision_tower(x, model.params["vision_model"], cfg, interpolate_pos_encoding=True)
+    vis = model.run(vision_model, pixel_values=x, static={"interpolate_pos_encoding": True})  # compiled on JAX
     head = model.params["visual_projection"]
     groups = normalized_group_embeddings(vis["last_hidden_state"], head)  # [1, S, P]
     seg = segmentation_logits(groups, text, vis["attentions"], model.params["logit_scale"], ch, cw)[0, ...]

@@ -314,6 +314,110 @@ plt.show()
 print(f"non-zero entries: {np.mean(dl != 0):.1%}")
 
 # %% [markdown]
+# ### The whole model, differentiated by JAX
+#
+# The hand-written backward covers one assignment step. The library's forward pass, written once against the
+# Array API, can also be differentiated whole: `jax.numpy` is an Array API namespace, so `jax.grad` takes
+# `groupvit_np.functional.loss` (HF's contrastive loss as a pure function of the parameter tree) unchanged. The
+# only line written for autodiff is the stop in `straight_through`, HF's `.detach()` (without it `-soft + soft`
+# would cancel and every gradient above the assignment would be zero):
+
+# %%
+from groupvit_np.grouping import straight_through
+
+print(inspect.getsource(straight_through))
+
+# %% [markdown]
+# On the small test checkpoint (`tests/fixtures/model_small_legacy`, 3 images and 3 captions), in float64:
+# `jax.jit` compiles the gradient of the whole model once (about a minute), then it runs in milliseconds.
+
+# %%
+import jax
+
+from groupvit_np import functional as F
+
+jax.config.update("jax_enable_x64", True)  # float64 in JAX
+
+grad_fixture = _common.repo_path("tests", "fixtures", "model_small_legacy")
+if grad_fixture is None:
+    print("tests/fixtures not found: skipping the gradient comparison")
+else:
+    small = GroupViTModel.from_pretrained(grad_fixture, dtype="float64", xp="jax")
+    batch = dict(np.load(grad_fixture / "inputs.npz"))
+    args = [batch[k] for k in ("input_ids", "pixel_values", "attention_mask")]  # F.loss moves them into JAX
+    grad_fn = jax.value_and_grad(lambda p: F.loss(p, small.config, *args))
+    # unoptimised machine code compiles twice as fast, and these arrays are tiny
+    value, tree = jax.jit(grad_fn, compiler_options={"xla_backend_optimization_level": 0})(small.params)
+    grads = {k: np.asarray(g) for k, g in F.named_leaves(tree).items()}  # the checkpoint's own key names
+    print(f"loss {float(value):.6f}; {len(grads)} gradient tensors, e.g.")
+    for key in ("logit_scale", "vision_model.encoder.stages.0.downsample.assign.q_proj.weight"):
+        print(f"  {key}: shape {grads[key].shape}, max |grad| {np.abs(grads[key]).max():.3e}")
+
+# %% [markdown]
+# What the straight-through gradient is *not*: the derivative of the forward value. Nudge `logit_scale`, which
+# acts after the grouping, and the loss moves as its gradient says. Nudge a weight of the assignment's query
+# projection, which only decides the argmax, and the loss does not move beyond rounding (the one-hot is locally
+# constant), yet its straight-through gradient is far from zero: that is the signal that teaches the groups.
+# (Central differences of the NumPy model, step 1e-6.)
+
+# %%
+if grad_fixture is not None:
+    host = GroupViTModel.from_pretrained(grad_fixture, dtype="float64")  # NumPy
+    host_args = [batch[k] for k in ("input_ids", "pixel_values", "attention_mask")]
+
+    def nudged(path, i, h):
+        """The loss with one entry of one tensor moved by h (a copy of the tree along the path)."""
+
+        def edit(node, keys):
+            if not keys:
+                out = np.array(node, copy=True)
+                out.reshape(-1)[i] += h
+                return out
+            k, rest = keys[0], keys[1:]
+            if isinstance(node, list):
+                return [edit(v, rest) if j == int(k) else v for j, v in enumerate(node)]
+            return {**node, k: edit(node[k], rest)}
+
+        return float(F.loss(edit(host.params, path.split(".")), host.config, *host_args))
+
+    for key, i in (("logit_scale", 0), ("vision_model.encoder.stages.0.downsample.assign.q_proj.weight", 7)):
+        fd = (nudged(key, i, 1e-6) - nudged(key, i, -1e-6)) / 2e-6
+        entry = f"{key}[{i}]" if grads[key].ndim else key
+        print(f"{entry}: central difference {fd:+.6e}   jax.grad {grads[key].reshape(-1)[i]:+.6e}")
+
+# %% [markdown]
+# And against HF: torch autograd through transformers' own `GroupViTModel(..., return_loss=True)` on the same
+# weights (the test suite does this for both fixture configs, also in train mode with Gumbel noise; see
+# `tests/test_gradients.py`). A few gradients are zero by symmetry (each `k_proj.bias` shifts all of a query's
+# logits equally); both sides hold rounding noise there, so they are left out of the relative error.
+
+# %%
+try:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tqdm's notice about notebook widgets, printed as transformers loads
+        import transformers
+except ImportError:
+    transformers = None
+if grad_fixture is None or torch is None or transformers is None:
+    print("torch or transformers is not installed: skipping the comparison (pip install -e '.[reference]')")
+else:
+    hf = transformers.GroupViTModel.from_pretrained(grad_fixture, dtype=torch.float64).eval()
+    torch.set_default_dtype(torch.float64)  # HF builds its text mask in the default dtype
+    try:
+        hf(**{k: torch.from_numpy(v) for k, v in batch.items()}, return_loss=True).loss.backward()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    top = max(p.grad.abs().max().item() for p in hf.parameters())
+    errors = {k: np.abs(grads[k] - p.grad.numpy()).max() / p.grad.abs().max().item()
+              for k, p in hf.named_parameters() if p.grad.abs().max().item() > 1e-12 * top}  # fmt: skip
+    worst = max(errors, key=errors.get)
+    print(f"{len(errors)} of {len(list(hf.parameters()))} parameters (the rest are zero by symmetry)")
+    print(f"max relative difference from torch autograd: {errors[worst]:.1e} ({worst})")
+
+
+# %% [markdown]
 # ## 5. Gumbel noise and temperature
 #
 # In training, the assignment is sampled instead of taken greedily: Gumbel(0, 1) noise is added to the logits

@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch", reason="live parity needs torch: pip instal
 pytest.importorskip("transformers", reason="live parity needs transformers: pip install -e '.[reference]'")
 
 import reference_model as ref  # noqa: E402
+from conftest import jax_x64  # noqa: E402
 from parity import assert_matches_hf64  # noqa: E402
 from test_model import MODERN_EOS, MODERN_IDS, modern_checkpoint, run_all  # noqa: E402
 
@@ -22,16 +23,27 @@ def _ours(hf_model, tmp_path, dtype):
     return GroupViTModel.from_pretrained(tmp_path, dtype=dtype)
 
 
-@pytest.mark.slow
-def test_full_size_float64_every_output(tmp_path):
+@pytest.fixture(scope="module")
+def full_size(tmp_path_factory):
+    """The full-size model (perturbed weights) saved once, its inputs, and HF's float64 outputs on them."""
     torch.set_num_threads(2)
     hf = ref.build_model("full", seed=0)
     inputs = ref.make_inputs("full", seed=0, n_images=2, n_texts=2)
-    expected = ref.run_reference(hf, inputs)
-    got = run_all(_ours(hf, tmp_path, "float64"), inputs)
+    folder = tmp_path_factory.mktemp("full")
+    ref.save_checkpoint(hf, folder, torch.float32)  # fp16-grid values: exact in float32
+    return folder, inputs, ref.run_reference(hf, inputs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("xp", ["numpy", "jax", "torch"])
+def test_full_size_float64_every_output(full_size, xp):
+    if xp == "jax":
+        jax_x64()  # the same code under jax.jit, one compilation per call shape
+    folder, inputs, expected = full_size
+    got = run_all(GroupViTModel.from_pretrained(folder, dtype="float64", xp=xp), inputs)
     assert sorted(got) == sorted(expected)
     worst = max(float(np.abs(got[k] - expected[k]).max()) for k in expected)
-    print(f"full-size float64 max abs difference over {len(expected)} outputs: {worst:.3g}")
+    print(f"full-size float64 on {xp}: max abs difference over {len(expected)} outputs: {worst:.3g}")
     for key in expected:
         # float64 throughout; 12-layer towers and s^2 = 330 in segmentation keep rounding far below the bound.
         assert_matches_hf64(got[key], expected[key], key)
