@@ -76,6 +76,32 @@ def test_eval_cli_scores():
     assert none["object_vs_bg_iou"] == 0.0 and none["objects_named_right"] == 0.0
 
 
+def test_ship_demo_writes_the_shipped_settings_from_its_evaluation(tmp_path):
+    """The shipped segmentation.json follows from the shipped evaluation: thresholds chosen on validation scenes,
+    the method with the higher validation mIoU, the training statistics."""
+    import json
+    import shutil
+
+    ship_demo = tool("ship_demo")
+    shipped = Path(__file__).resolve().parents[1] / "weights" / "groupvit-demo-scenes"
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    shutil.copy(shipped / "eval-metrics.json", evaluation / "metrics.json")
+    shutil.copy(shipped / "eval-segmentation.png", evaluation / "segmentation.png")
+    settings = ship_demo.ship(shipped, evaluation, tmp_path / "out")
+    expected = json.loads((shipped / "segmentation.json").read_text())
+    for key in ("method", "image_size", "labels", "templates", "threshold_hf", "threshold_original", "image_mean",
+                "image_std"):  # fmt: skip
+        assert settings[key] == expected[key], key
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
+    assert (tmp_path / "out" / "eval-metrics.json").is_file() and not (tmp_path / "out" / "MODEL_CARD.md").exists()
+    # the other method wins when it scores higher on the validation scenes
+    metrics = json.loads((shipped / "eval-metrics.json").read_text())
+    metrics["seg_original"]["val_fg_miou"] = metrics["seg_hf"]["val_fg_miou"] + 0.01
+    preprocessor = json.loads((shipped / "preprocessor_config.json").read_text())
+    assert ship_demo.segmentation_settings(metrics, preprocessor)["method"] == "original"
+
+
 @pytest.mark.reference
 @pytest.mark.slow
 def test_interrupted_training_continues_bit_for_bit(tmp_path):

@@ -185,7 +185,7 @@ def save_pictures(path: Path, images, gt, hf_pred, orig_pred, groups, n: int = 8
 def evaluate(folder: str, n_test: int = 400, n_val: int = 200, n_cls: int = 400, out: str | None = None) -> dict:
     model, tok = load(folder)
     size = model.config.vision_config.image_size
-    metrics: dict = {"checkpoint": str(folder)}
+    metrics: dict = {"checkpoint": str(folder), "n_test": n_test, "n_val": n_val, "n_classification": n_cls}
 
     # classification: single-object scenes
     imgs, masks, scenes = make_scenes(SEED_RANGES["classification"] + np.arange(n_cls), size=size, objects=(1, 1))
