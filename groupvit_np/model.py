@@ -13,9 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from . import functional as F
-from . import weights as W
-from .attention import fuse_projections
 from .backend import (
     FLOAT_DTYPES,
     compiler,
@@ -26,8 +23,11 @@ from .backend import (
     resolve_xp,
     to_namespace,
 )
+from .checkpoints import weights as W
 from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
-from .text import eos_positions
+from .nn import functional as F
+from .nn.attention import fuse_projections
+from .nn.text import eos_positions
 
 # ---------------------------------------------------------------------------------------------------------------
 # Outputs: dataclasses read by attribute or key, like transformers' ModelOutput.

@@ -41,10 +41,10 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
 
 from groupvit_np import CLIPTokenizer
-from groupvit_np import tokenizer as tk
-from groupvit_np.attention import text_attention_mask
 from groupvit_np.config import GroupViTTextConfig
-from groupvit_np.text import eos_positions, text_tower
+from groupvit_np.nn.attention import text_attention_mask
+from groupvit_np.nn.text import eos_positions, text_tower
+from groupvit_np.preprocessing import tokenizer as tk
 
 _common.figure_style()
 tok = CLIPTokenizer.from_pretrained()  # the CLIP vocabulary shipped with the package; nothing is downloaded
@@ -235,7 +235,7 @@ print("truncation=True:", len(cut), "ids, ending with", cut[-3:])
 #
 # The text tower (notebook 4) is a causal transformer: position `i` attends only to positions `j <= i`. So the
 # first EOS is the first position that has seen the whole caption, and CLIP (and GroupViT) read the caption's
-# embedding there. The pooling rule, from `groupvit_np.text`:
+# embedding there. The pooling rule, from `groupvit_np.nn.text`:
 
 # %%
 print(inspect.getsource(eos_positions))

@@ -16,9 +16,9 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 from groupvit_np._resources import data_dir
-from groupvit_np.commands import add_commands
-from groupvit_np.datasets import custom_labels, dataset_labels
-from groupvit_np.scenes import make_scene
+from groupvit_np.cli.commands import add_commands
+from groupvit_np.tasks.datasets import custom_labels, dataset_labels
+from groupvit_np.tasks.scenes import make_scene
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +109,9 @@ def with_settings(weights, tmp_path, settings):
 
 def test_segment_follows_the_checkpoints_method_and_threshold(weights, image, tmp_path, capsys):
     from groupvit_np import GroupViTModel
-    from groupvit_np.image import CLIPImageProcessor
-    from groupvit_np.segmentation import hf_segment
-    from groupvit_np.tokenizer import CLIPTokenizer
+    from groupvit_np.preprocessing.image import CLIPImageProcessor
+    from groupvit_np.preprocessing.tokenizer import CLIPTokenizer
+    from groupvit_np.tasks.segmentation import hf_segment
 
     names = ["red circle", "blue square", "sky"]
     model = GroupViTModel.from_pretrained(weights)
@@ -141,7 +141,7 @@ def test_segment_follows_the_checkpoints_method_and_threshold(weights, image, tm
 
 def test_segment_normalises_as_the_checkpoint_was_trained(weights, image, tmp_path, capsys):
     from groupvit_np import GroupViTModel
-    from groupvit_np.segmentation import segment
+    from groupvit_np.tasks.segmentation import segment
 
     clip_mean, clip_std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
     folder = with_settings(weights, tmp_path, {"image_mean": clip_mean, "image_std": clip_std})
@@ -212,7 +212,7 @@ def test_evaluate_resumes(weights, tmp_path, capsys):
 
 
 def test_evaluate_ctrl_c_keeps_progress(weights, tmp_path, capsys, monkeypatch):
-    import groupvit_np.segmentation as seg
+    import groupvit_np.tasks.segmentation as seg
 
     real, calls = seg.segment, []
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from groupvit_np.datasets import voc_palette
-from groupvit_np.evaluate import (
+from groupvit_np.tasks.datasets import voc_palette
+from groupvit_np.tasks.evaluate import (
     METRICS_FILE,
     STATE_FILE,
     Progress,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from nvlabs_helpers import TINY
 
-from groupvit_np.torch_pickle import OpaqueObject, TorchPickleError, load_torch_file
+from groupvit_np.checkpoints.torch_pickle import OpaqueObject, TorchPickleError, load_torch_file
 
 # ---------------------------------------------------------------------------------------------------------------
 # Hand-built archives: protocol-2 opcodes, as torch.save writes them.

@@ -66,7 +66,7 @@ def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 
 def default_weights() -> Path:
     """The shipped checkpoint the commands use without --weights (the trained demo one when present)."""
-    from ._resources import data_dir
+    from .._resources import data_dir
 
     try:
         root = data_dir("weights")
@@ -86,8 +86,8 @@ def weights_name(args: argparse.Namespace) -> str:
 def check_arguments(args: argparse.Namespace) -> None:
     """Checks every command shares, before anything is loaded: --out is not a file, --revision has a repo id,
     the templates have one "{}" each."""
-    from .classify import check_template
-    from .hub import looks_like_repo_id
+    from ..hub import looks_like_repo_id
+    from ..tasks.classify import check_template
 
     out = getattr(args, "out", None)
     if out and Path(out).exists() and not Path(out).is_dir():
@@ -114,7 +114,7 @@ def check_images(paths: list[str]) -> None:
 def checkpoint_folder(args: argparse.Namespace) -> Path:
     """The local folder (or weights file) behind --weights: a path as given, a Hub repo id resolved through the
     local cache (downloading only when the `hub` extra is installed and the network allows)."""
-    from .hub import resolve
+    from ..hub import resolve
 
     source = weights_name(args)
     if not args.weights and Path(source).name == "groupvit-tiny-random":
@@ -130,7 +130,7 @@ def checkpoint_folder(args: argparse.Namespace) -> Path:
 
 def load_model(args: argparse.Namespace) -> tuple[Any, Path]:
     """The model and the folder it came from (which may hold its own tokenizer and inference settings)."""
-    from .model import GroupViTModel
+    from ..model import GroupViTModel
 
     source = checkpoint_folder(args)
     advice = "" if args.weights else f"; {HOW_TO_GET}"  # a shipped checkpoint that fails: say where to get one
@@ -148,8 +148,8 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Path]:
 
 def load_tokenizer(folder: Path | None = None) -> Any:
     """The checkpoint folder's own tokenizer files when it has them (the demo model's word vocabulary), else CLIP's."""
-    from .classify import default_tokenizer
-    from .tokenizer import CLIPTokenizer
+    from ..preprocessing.tokenizer import CLIPTokenizer
+    from ..tasks.classify import default_tokenizer
 
     try:
         if folder is not None and (folder / "vocab.json").is_file():
@@ -193,7 +193,7 @@ def inference_defaults(folder: Path) -> dict[str, Any]:
 def text_embeddings(args: argparse.Namespace, model: Any, names: list[str], templates: list[str], tokenizer: Any,
                     defaults: dict[str, Any]) -> Any:  # fmt: skip
     """The prompt-ensembled class embeddings, after a warning when the checkpoint's vocabulary lacks the words."""
-    from .classify import check_template, encode_text
+    from ..tasks.classify import check_template, encode_text
 
     for template in templates:  # --template is checked up front; the checkpoint's segmentation.json only now
         try:
@@ -223,7 +223,7 @@ def warn_vocabulary(args: argparse.Namespace, tokenizer: Any, prompts: list[str]
 
 def warn_fonts(names: Sequence[str]) -> None:
     """One line on stderr when no font on this system draws some characters of the class names."""
-    from .viz import undrawable
+    from ..tasks.viz import undrawable
 
     missing = undrawable(names)
     if missing:
@@ -233,7 +233,7 @@ def warn_fonts(names: Sequence[str]) -> None:
 
 
 def about_checkpoint(args: argparse.Namespace, err: Exception) -> str:
-    from .classify import NonFiniteError
+    from ..tasks.classify import NonFiniteError
 
     if isinstance(err, NonFiniteError):
         return f"{weights_name(args)}: {err}"
@@ -246,7 +246,7 @@ def read_image(path: str, max_pixels: int, say: Callable[[str], None] | None = N
     starts a progress line first."""
     from PIL import Image
 
-    from .image import ImageTooLarge, load_image, to_rgb_array
+    from ..preprocessing.image import ImageTooLarge, load_image, to_rgb_array
 
     try:
         with Image.open(path) as probe:  # reads the header only
@@ -300,7 +300,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def label_set(args: argparse.Namespace) -> Any:
-    from .datasets import custom_labels, dataset_labels, parse_labels
+    from ..tasks.datasets import custom_labels, dataset_labels, parse_labels
 
     try:
         if args.dataset:

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import numpy as np
 from PIL import Image
 
-from .config import write_json_atomic
+from ..config import write_json_atomic
 from .datasets import IGNORE_INDEX
 
 STATE_FILE = "evaluate_state.json"

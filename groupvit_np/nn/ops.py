@@ -11,7 +11,7 @@ import math
 from itertools import zip_longest
 from typing import Any
 
-from .backend import boolean_indexing, elementwise_chunk, namespace, stop_gradient, writes_in_place
+from ..backend import boolean_indexing, elementwise_chunk, namespace, stop_gradient, writes_in_place
 
 Params = dict[str, Any]
 

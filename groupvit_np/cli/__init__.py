@@ -46,8 +46,8 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
-    from .hub import looks_like_repo_id
+    from ..checkpoints.convert import convert
+    from ..hub import looks_like_repo_id
 
     dst = Path(args.dst)
     if dst.exists() and not dst.is_dir():
@@ -81,7 +81,7 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .hub import resolve_repo
+    from ..hub import resolve_repo
 
     print(resolve_repo(args.repo_id, args.revision, cache_dir=args.cache_dir))
     return 0
@@ -109,7 +109,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_inferenc
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(prog=PROG, description="GroupViT in NumPy: checkpoints, inference, evaluation.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")

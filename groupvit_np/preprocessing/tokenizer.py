@@ -18,7 +18,7 @@ import ftfy
 import numpy as np
 import regex
 
-from groupvit_np.batch import BatchEncoding
+from .batch import BatchEncoding
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 N_MERGES = 49152 - 256 - 2  # CLIP keeps this many merges: 49152 BPE tokens, less 256 bytes and 2 special tokens
@@ -108,7 +108,7 @@ class CLIPTokenizer:
         if merges is None:
             if vocab is not None:
                 raise ValueError("CLIPTokenizer needs `merges` when `vocab` is given")
-            from groupvit_np._resources import data_file
+            from .._resources import data_file
 
             merges = read_bpe_gz(data_file("tokenizer", "bpe_simple_vocab_16e6.txt.gz"))
         self.encoder = dict(vocab) if vocab is not None else vocab_from_merges(merges)
@@ -159,7 +159,7 @@ class CLIPTokenizer:
         merges.txt (+ tokenizer_config.json / special_tokens_map.json); or a Hub repo id at `revision` (the
         Hugging Face cache first, downloading only with the `hub` extra)."""
         if path is not None:
-            from groupvit_np.hub import resolve
+            from ..hub import resolve
 
             path = resolve(path, revision, kind="tokenizer")
             if (path / "bpe_simple_vocab_16e6.txt.gz").is_file():

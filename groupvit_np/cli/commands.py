@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .command_steps import (
+from .steps import (
     MAX_PIXELS,
     PROG,
     Steps,
@@ -67,9 +67,9 @@ def segmentation_settings(args: argparse.Namespace, defaults: dict[str, Any]) ->
 
 @command
 def run_segment(args: argparse.Namespace) -> int:
-    from .evaluate import Progress
-    from .segmentation import hf_segment, segment
-    from .viz import save_segmentation
+    from ..tasks.evaluate import Progress
+    from ..tasks.segmentation import hf_segment, segment
+    from ..tasks.viz import save_segmentation
 
     _check_segment(args)
     check_arguments(args)
@@ -88,7 +88,7 @@ def run_segment(args: argparse.Namespace) -> int:
     sizes.update(mean=defaults.get("image_mean"), std=defaults.get("image_std"))
     processor = None
     if (folder / "preprocessor_config.json").is_file():
-        from .image import CLIPImageProcessor
+        from ..preprocessing.image import CLIPImageProcessor
 
         try:
             processor = CLIPImageProcessor.from_pretrained(folder)
@@ -133,7 +133,7 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 def _is_broken_model(e: Exception) -> bool:
-    from .classify import NonFiniteError
+    from ..tasks.classify import NonFiniteError
 
     return isinstance(e, NonFiniteError)
 
@@ -162,8 +162,8 @@ def _summary(path: str, res: Any, files: dict[str, Path], scale: float = 1.0) ->
 
 @command
 def run_classify(args: argparse.Namespace) -> int:
-    from .classify import classify
-    from .datasets import CLASSIFICATION_TEMPLATES, parse_labels
+    from ..tasks.classify import classify
+    from ..tasks.datasets import CLASSIFICATION_TEMPLATES, parse_labels
 
     check_arguments(args)
     labels = parse_labels(args.labels)
@@ -187,7 +187,7 @@ def run_classify(args: argparse.Namespace) -> int:
             for k, p in ranked[: args.top or 5]:
                 print(f"  {100 * p:6.2f}%  {k}")
     if args.out:
-        from .config import write_json_atomic
+        from ..config import write_json_atomic
 
         Path(args.out).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(args.out) / "classify.json", {"results": results})
@@ -202,8 +202,8 @@ def run_classify(args: argparse.Namespace) -> int:
 
 @command
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .datasets import SEGMENTATION_TEMPLATES, dataset_labels
-    from .evaluate import METRICS_FILE, STATE_FILE, dataset_samples, evaluate, iou_table, json_metrics
+    from ..tasks.datasets import SEGMENTATION_TEMPLATES, dataset_labels
+    from ..tasks.evaluate import METRICS_FILE, STATE_FILE, dataset_samples, evaluate, iou_table, json_metrics
 
     check_arguments(args)
     try:
@@ -253,7 +253,7 @@ def _common(p: argparse.ArgumentParser, out: str | None, out_help: str, images: 
 
 
 def _labels(p: argparse.ArgumentParser, required_one: bool) -> None:
-    from .datasets import DATASETS
+    from ..tasks.datasets import DATASETS
 
     if required_one:
         group = p.add_mutually_exclusive_group(required=True)
@@ -267,7 +267,7 @@ def _labels(p: argparse.ArgumentParser, required_one: bool) -> None:
 
 def add_commands(subparsers: Any) -> None:
     """Register `segment`, `classify` and `evaluate` on an argparse subparsers object."""
-    from .datasets import DATASETS
+    from ..tasks.datasets import DATASETS
 
     seg = subparsers.add_parser(
         "segment",

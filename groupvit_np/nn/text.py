@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backend import array_device, namespace
+from ..config import GroupViTTextConfig
 from .attention import encoder_layer, text_attention_mask
-from .backend import array_device, namespace
-from .config import GroupViTTextConfig
 from .ops import Params, layer_norm
 
 

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..config import write_json_atomic
 from .batch import BatchEncoding
-from .config import write_json_atomic
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -271,7 +271,7 @@ class CLIPImageProcessor:
         Hugging Face cache first, downloading only with the `hub` extra); None gives CLIP's defaults."""
         if path is None:
             return cls()
-        from .hub import resolve
+        from ..hub import resolve
 
         found = resolve(path, revision, kind="image_processor")
         file = found / CONFIG_NAME if found.is_dir() else found

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
+from ..config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
 from .safetensors_io import CheckpointError, read_safetensors
 
 SAFE_WEIGHTS = "model.safetensors"
@@ -57,7 +57,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def load_checkpoint(source: str | os.PathLike, revision: str | None = None) -> tuple[GroupViTConfig, dict[str, Any]]:
     """Config and flat HF-named state dict from a folder, a weights file, an NVlabs .pth or a Hub repo id."""
-    from .hub import resolve
+    from ..hub import resolve
 
     try:
         path = resolve(source, revision, kind="model")

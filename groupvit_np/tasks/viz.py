@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .config import as_if_created
+from ..config import as_if_created
 from .datasets import IGNORE_INDEX, generated_colours
 
 

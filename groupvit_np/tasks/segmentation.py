@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from .backend import array_device, namespace, slice_add, to_namespace, to_numpy
+from ..backend import array_device, namespace, slice_add, to_namespace, to_numpy
+from ..nn.functional import vision_model
+from ..nn.heads import normalized_group_embeddings, projection_head, segmentation_logits
+from ..nn.ops import l2_normalize, softmax
+from ..nn.resize import bilinear_taps, resize_grid
+from ..preprocessing.image import CLIPImageProcessor, to_rgb_array
 from .classify import check_finite, encode_text, logit_scale
 from .datasets import IGNORE_INDEX, SEGMENTATION_TEMPLATES, LabelSet, custom_labels
-from .functional import vision_model
-from .heads import normalized_group_embeddings, projection_head, segmentation_logits
-from .image import CLIPImageProcessor, to_rgb_array
-from .ops import l2_normalize, softmax
-from .resize import bilinear_taps, resize_grid
 
 MEAN_255 = (123.675, 116.28, 103.53)  # mmseg's img_norm_cfg: ImageNet mean/std on the 0-255 scale
 STD_255 = (58.395, 57.12, 57.375)

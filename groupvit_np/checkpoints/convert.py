@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig, as_if_created, write_json_atomic
+from ..config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig, as_if_created, write_json_atomic
 from .safetensors_io import write_safetensors
 from .weights import CheckpointError, expected_shapes, validate
 
@@ -284,7 +284,7 @@ def write_checkpoint(
                 if (Path(extra_files_from) / name).is_file():
                     shutil.copyfile(Path(extra_files_from) / name, tmp / name)  # follows the HF cache's symlinks
         if not (tmp / "vocab.json").is_file() and config.text_config.vocab_size == 49408:
-            from .processor import CLIPProcessor
+            from ..preprocessing.processor import CLIPProcessor
 
             CLIPProcessor.from_pretrained().save_pretrained(tmp)  # CLIP's files, as the Hub repos carry them
         as_if_created(tmp, folder=True)  # 0755 under the usual umask, not mkdtemp's 0700
@@ -329,7 +329,7 @@ def convert(
     if dtype not in DTYPES:
         raise CheckpointError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     _check_destination(Path(dst), force)  # fail before reading hundreds of megabytes
-    from .hub import resolve
+    from ..hub import resolve
 
     source = resolve(src, revision, kind="model")
     config, state = load_checkpoint(source)

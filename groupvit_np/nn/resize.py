@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import array_device, namespace
+from ..backend import array_device, namespace
 
 
 def _source_coords(out_size: int, in_size: int, like: Any) -> Any:

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from .backend import namespace, to_namespace, to_numpy
+from ..backend import namespace, to_namespace, to_numpy
+from ..nn.functional import vision_model
+from ..nn.heads import projection_head
+from ..nn.ops import l2_normalize, softmax
+from ..preprocessing.image import IMAGENET_MEAN, IMAGENET_STD, classification_pixels  # noqa: F401 (re-exported)
 from .datasets import CLASSIFICATION_TEMPLATES
-from .functional import vision_model
-from .heads import projection_head
-from .image import IMAGENET_MEAN, IMAGENET_STD, classification_pixels  # noqa: F401 (re-exported)
-from .ops import l2_normalize, softmax
 
 
 class NonFiniteError(ValueError):
@@ -46,7 +46,7 @@ def check_template(template: str) -> None:
 
 def default_tokenizer() -> Any:
     """The shipped CLIP tokenizer (read on first use, never at import)."""
-    from .tokenizer import CLIPTokenizer
+    from ..preprocessing.tokenizer import CLIPTokenizer
 
     return CLIPTokenizer.from_pretrained()
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..backend import namespace
+from ..config import GroupViTVisionConfig
 from .attention import encoder_layer
-from .backend import namespace
-from .config import GroupViTVisionConfig
 from .grouping import token_assign
 from .ops import Params, layer_norm, mixer_mlp
 from .resize import resize_position_table

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import array_device, namespace
+from ..backend import array_device, namespace
 from .ops import Params, batch_norm_eval, l2_normalize, linear, relu
 from .resize import bilinear_matrix, resize_grid  # noqa: F401 (bilinear_matrix re-exported)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backend import array_device, namespace, stop_gradient
 from .attention import multi_head_attention, project_heads
-from .backend import array_device, namespace, stop_gradient
 from .ops import Params, layer_norm, linear, mixer_mlp, mlp, softmax
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import array_device, namespace, writes_in_place
+from ..backend import array_device, namespace, writes_in_place
 from .ops import Params, layer_norm, linear, mlp, softmax
 
 _QKV = ("q_proj", "k_proj", "v_proj")

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .backend import array_device, host_array, is_array_api_obj, namespace, to_namespace
-from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
+from ..backend import array_device, host_array, is_array_api_obj, namespace, to_namespace
+from ..config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
 from .heads import (
     contrastive_logits,
     contrastive_loss,
