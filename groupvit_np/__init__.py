@@ -23,7 +23,7 @@ _EXPORTS = {
     "CLIPImageProcessor": "preprocessing.image",
     "CLIPProcessor": "preprocessing.processor",
     "BatchEncoding": "preprocessing.batch",
-    "CheckpointError": "checkpoints.weights",
+    "CheckpointError": "errors",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

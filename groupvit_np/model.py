@@ -23,8 +23,10 @@ from .backend import (
     resolve_xp,
     to_namespace,
 )
-from .checkpoints import weights as W
+from .checkpoints.shapes import expected_shapes, text_shapes, validate, vision_shapes
+from .checkpoints.weights import load_checkpoint, nest
 from .config import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
+from .errors import CheckpointError
 from .nn import functional as F
 from .nn.attention import fuse_projections
 from .nn.text import eos_positions
@@ -110,13 +112,13 @@ def _load_params(
         raise ValueError(
             f"storage_dtype='float16' needs a namespace with float16 (NumPy, CuPy); {xp.__name__} has none"
         )
-    W.validate(flat, expected, source)
+    validate(flat, expected, source)
     params = {}
     for key in expected:
         host = flat.pop(key)
         keep = storage_dtype if storage_dtype and len(expected[key]) >= 2 else dtype
         params[key] = to_namespace(host, xp, dtype=keep, device=device)
-    return fuse_projections(W.nest(params))
+    return fuse_projections(nest(params))
 
 
 def _select(flat: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -239,7 +241,7 @@ def _leaves(tree: Any):
 
 
 def _from_pretrained(path, revision):
-    return W.load_checkpoint(path, revision=revision)
+    return load_checkpoint(path, revision=revision)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -268,9 +270,9 @@ class GroupViTModel(_Base):
         config, flat = _from_pretrained(path, revision)
         for tower, model in (("text", "GroupViTTextModel"), ("vision", "GroupViTVisionModel")):
             if flat and len(_select(flat, f"{tower}_model")) == len(flat):
-                raise W.CheckpointError(f"{path} holds only the {tower} tower: load it with {model}.from_pretrained")
+                raise CheckpointError(f"{path} holds only the {tower} tower: load it with {model}.from_pretrained")
         xp = resolve_xp(xp)
-        params = _load_params(flat, W.expected_shapes(config), dtype, xp, device, str(path), storage_dtype)
+        params = _load_params(flat, expected_shapes(config), dtype, xp, device, str(path), storage_dtype)
         return cls(config, params, xp, device, jit)
 
     def get_text_features(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None) -> Any:
@@ -329,7 +331,7 @@ class GroupViTTextModel(_Tower):
 
     config: GroupViTTextConfig
 
-    _tower, _shapes = "text", staticmethod(W.text_shapes)
+    _tower, _shapes = "text", staticmethod(text_shapes)
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, output_attentions=False,
                  output_hidden_states=False, return_dict=True):  # fmt: skip
@@ -347,7 +349,7 @@ class GroupViTVisionModel(_Tower):
 
     config: GroupViTVisionConfig
 
-    _tower, _shapes = "vision", staticmethod(W.vision_shapes)
+    _tower, _shapes = "vision", staticmethod(vision_shapes)
 
     def __call__(self, pixel_values, output_attentions=False, output_hidden_states=False, return_dict=True,
                  gumbel_noise=None, interpolate_pos_encoding=False):  # fmt: skip

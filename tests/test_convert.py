@@ -14,19 +14,18 @@ from conftest import FIXTURES
 from parity import assert_close
 
 from groupvit_np import CheckpointError, GroupViTConfig
-from groupvit_np.checkpoints.convert import (
+from groupvit_np.checkpoints.convert import convert, write_checkpoint
+from groupvit_np.checkpoints.nvlabs import (
     ChecksumWarning,
     check_hash_prefix,
-    convert,
-    infer_config,
     load_nvlabs,
     nvlabs_to_hf,
     rename_key,
     sha256_file,
-    write_checkpoint,
 )
 from groupvit_np.checkpoints.safetensors_io import read_safetensors, to_bfloat16_bits
-from groupvit_np.checkpoints.weights import expected_shapes, load_checkpoint
+from groupvit_np.checkpoints.shapes import expected_shapes, infer_config
+from groupvit_np.checkpoints.weights import load_checkpoint
 from groupvit_np.cli import main
 
 TINY_DIR = FIXTURES / "model_hf_tiny"  # a committed HF safetensors checkpoint (float16 values)

@@ -109,7 +109,7 @@ def test_tower_checkpoints_saved_by_transformers_load_into_the_tower_models(towe
     from transformers import GroupViTVisionModel as HFVision
 
     from groupvit_np import GroupViTTextModel, GroupViTVisionModel
-    from groupvit_np.checkpoints.weights import CheckpointError
+    from groupvit_np.errors import CheckpointError
 
     full = ref.build_model("hf_tiny", 5)
     inputs = ref.make_inputs("hf_tiny", 5)

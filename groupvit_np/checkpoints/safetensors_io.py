@@ -17,10 +17,7 @@ from typing import Any
 
 import numpy as np
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing/extra keys, wrong shapes, unreadable or corrupt files."""
-
+from ..errors import CheckpointError
 
 # ---------------------------------------------------------------------------------------------------------------
 # Reading.

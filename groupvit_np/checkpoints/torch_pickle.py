@@ -21,12 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .weights import CheckpointError
-
-
-class TorchPickleError(CheckpointError):
-    """A torch file we refuse or cannot read: a global off the allow-list, a corrupt archive, lying metadata."""
-
+from ..errors import TorchPickleError
 
 # ---------------------------------------------------------------------------------------------------------------
 # Placeholders the unpickler builds; tensors stay lazy until the tree is walked, so unused storages are never read.
