@@ -20,7 +20,7 @@ _EXPORTS = {
     "GroupViTModelOutput": "model",
     "BaseModelOutputWithPooling": "model",
     "CLIPTokenizer": "preprocessing.tokenizer",
-    "CLIPImageProcessor": "preprocessing.image",
+    "CLIPImageProcessor": "preprocessing.image_processor",
     "CLIPProcessor": "preprocessing.processor",
     "BatchEncoding": "preprocessing.batch",
     "CheckpointError": "errors",

@@ -49,18 +49,11 @@ from groupvit_np.nn.resize import resize_position_table
 from groupvit_np.nn.vision import vision_tower
 from groupvit_np.tasks.classify import encode_text, logit_scale
 from groupvit_np.tasks.datasets import custom_labels
+from groupvit_np.tasks.label_maps import resize_argmax
 from groupvit_np.tasks.scenes import CLASS_NAMES, SEED_RANGES, SHAPES, make_scenes
-from groupvit_np.tasks.segmentation import (
-    MEAN_255,
-    STD_255,
-    group_class_scores,
-    hf_segment,
-    pixel_scores,
-    resize_argmax,
-    run_window,
-    segment,
-    segmentation_pixels,
-)
+from groupvit_np.tasks.segmentation import group_class_scores, pixel_scores, run_window, segment
+from groupvit_np.tasks.segmentation_hf import hf_segment
+from groupvit_np.tasks.segmentation_input import MEAN_255, STD_255, segmentation_pixels
 from groupvit_np.tasks.viz import draw_names, group_overlay, overlay
 
 _common.figure_style()

@@ -30,7 +30,8 @@ from groupvit_np.backend import (
     to_numpy,
     writes_in_place,
 )
-from groupvit_np.nn.ops import erf, gelu, layer_norm, softmax
+from groupvit_np.nn.ops import gelu, layer_norm, softmax
+from groupvit_np.nn.special import erf
 
 rng = np.random.default_rng(0)
 

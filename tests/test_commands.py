@@ -6,7 +6,6 @@ written to a temporary folder so that `--weights` loads it like any user checkpo
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 
@@ -16,7 +15,7 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 from groupvit_np._resources import data_dir
-from groupvit_np.cli.commands import add_commands
+from groupvit_np.cli import build_parser
 from groupvit_np.tasks.datasets import custom_labels, dataset_labels
 from groupvit_np.tasks.scenes import make_scene
 
@@ -43,9 +42,7 @@ def image(tmp_path_factory):
 
 
 def run(argv, capsys):
-    parser = argparse.ArgumentParser(prog="groupvit-np")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     rc = args.run(args)
     out, err = capsys.readouterr()
     return rc, out, err
@@ -109,9 +106,9 @@ def with_settings(weights, tmp_path, settings):
 
 def test_segment_follows_the_checkpoints_method_and_threshold(weights, image, tmp_path, capsys):
     from groupvit_np import GroupViTModel
-    from groupvit_np.preprocessing.image import CLIPImageProcessor
+    from groupvit_np.preprocessing.image_processor import CLIPImageProcessor
     from groupvit_np.preprocessing.tokenizer import CLIPTokenizer
-    from groupvit_np.tasks.segmentation import hf_segment
+    from groupvit_np.tasks.segmentation_hf import hf_segment
 
     names = ["red circle", "blue square", "sky"]
     model = GroupViTModel.from_pretrained(weights)

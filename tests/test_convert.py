@@ -268,7 +268,8 @@ def test_release_with_a_wrong_hash_warns_and_still_loads(release, tmp_path):
 
 @pytest.mark.reference
 def test_strict_reader_refuses_the_release_wrapper(release):
-    from groupvit_np.checkpoints.torch_pickle import TorchPickleError, load_torch_file
+    from groupvit_np.checkpoints.torch_zip import load_torch_file
+    from groupvit_np.errors import TorchPickleError
 
     _, path = release  # the wrapper pickles a defaultdict and a config object: fine for load_nvlabs, not strict mode
     with pytest.raises(TorchPickleError, match="refusing the global"):

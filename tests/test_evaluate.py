@@ -14,13 +14,11 @@ from groupvit_np.tasks.evaluate import (
     METRICS_FILE,
     STATE_FILE,
     Progress,
-    confusion_matrix,
     dataset_samples,
-    iou_metrics,
-    iou_table,
     read_annotation,
     run_evaluation,
 )
+from groupvit_np.tasks.metrics import confusion_matrix, iou_metrics, iou_table
 
 C = 6
 

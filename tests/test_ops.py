@@ -15,7 +15,6 @@ from groupvit_np.nn.grouping import assign_attention, gumbel_softmax, hard_softm
 from groupvit_np.nn.heads import contrastive_loss, token_grid
 from groupvit_np.nn.ops import (
     batch_norm_eval,
-    erf,
     gelu,
     l2_normalize,
     layer_norm,
@@ -25,6 +24,7 @@ from groupvit_np.nn.ops import (
     quick_gelu,
     softmax,
 )
+from groupvit_np.nn.special import erf
 from groupvit_np.nn.vision import patch_embed
 
 rng = np.random.default_rng(0)

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from groupvit_np.preprocessing.tokenizer import CLIPTokenizer, bpe_merge, bytes_to_unicode, get_pairs, vocab_from_merges
+from groupvit_np.preprocessing.bpe import bpe_merge, bytes_to_unicode, get_pairs
+from groupvit_np.preprocessing.tokenizer import CLIPTokenizer
+from groupvit_np.preprocessing.vocab import vocab_from_merges
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import clip_vocab  # noqa: E402

@@ -139,7 +139,8 @@ def test_nan_weights_are_an_error_naming_the_checkpoint(nan_checkpoint, scene, t
 def test_library_segment_refuses_nan_too(nan_checkpoint, scene):
     from groupvit_np import CLIPTokenizer, GroupViTModel
     from groupvit_np.tasks.classify import NonFiniteError, classify
-    from groupvit_np.tasks.segmentation import hf_segment, segment
+    from groupvit_np.tasks.segmentation import segment
+    from groupvit_np.tasks.segmentation_hf import hf_segment
 
     model, tokenizer = GroupViTModel.from_pretrained(nan_checkpoint), CLIPTokenizer.from_pretrained(nan_checkpoint)
     for run in (segment, hf_segment, classify):
@@ -332,9 +333,9 @@ def test_version(capsys):
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_a_large_image_is_decoded_smaller_with_a_progress_line(tmp_path, capsys, monkeypatch, fmt):
-    monkeypatch.setattr("groupvit_np.cli.steps.LONG_IMAGE", 100_000)  # for 16 and 64 Mpx and 1024 px, at
-    monkeypatch.setattr("groupvit_np.cli.steps.LARGE_IMAGE", 100_000)  # test sizes
-    monkeypatch.setattr("groupvit_np.cli.steps.REDUCE_TO", 64)
+    monkeypatch.setattr("groupvit_np.cli.inputs.LONG_IMAGE", 100_000)  # for 16 and 64 Mpx and 1024 px, at
+    monkeypatch.setattr("groupvit_np.cli.inputs.LARGE_IMAGE", 100_000)  # test sizes
+    monkeypatch.setattr("groupvit_np.cli.inputs.REDUCE_TO", 64)
     path = tmp_path / f"big.{fmt.lower()}"
     Image.fromarray(make_scene(2, size=64).image).resize((400, 300)).save(path, format=fmt)
     if fmt == "JPEG":  # the decoder's DCT scaling, not a reduce() of the full-size pixels
@@ -352,7 +353,7 @@ def test_a_large_image_is_decoded_smaller_with_a_progress_line(tmp_path, capsys,
 
 
 def test_a_long_image_gets_a_progress_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("groupvit_np.cli.steps.LONG_IMAGE", 100_000)  # for 4096 x 4096, at a test size
+    monkeypatch.setattr("groupvit_np.cli.inputs.LONG_IMAGE", 100_000)  # for 4096 x 4096, at a test size
     path = tmp_path / "long.png"
     Image.fromarray(make_scene(2, size=64).image).resize((400, 300)).save(path)
     rc, out, err = cli(["segment", path, "--labels", "red circle", "--json", "--out", tmp_path], capsys)
@@ -373,7 +374,7 @@ def test_load_image_reduces_only_by_whole_factors(tmp_path):
 
 
 def test_labels_outside_latin_script_get_a_font_that_draws_them():
-    from groupvit_np.tasks.viz import fonts_for, missing_chars
+    from groupvit_np.tasks.fonts import fonts_for, missing_chars
 
     fonts = fonts_for(["cat", "café", "кот"], 20)
     assert fonts["cat"] is not None and not missing_chars(fonts["cat"], "cat")
@@ -383,9 +384,9 @@ def test_labels_outside_latin_script_get_a_font_that_draws_them():
 
 
 def test_names_no_font_draws_are_reported_once(scene, tmp_path, capsys, monkeypatch):
-    import groupvit_np.tasks.viz as viz
+    import groupvit_np.tasks.fonts as fonts
 
-    monkeypatch.setattr(viz, "FONT_FILES", ())  # only Pillow's own font, which has no "é" and no "猫"
+    monkeypatch.setattr(fonts, "FONT_FILES", ())  # only Pillow's own font, which has no "é" and no "猫"
     rc, _, err = cli(["segment", scene, scene, "--labels", "café,猫,red circle", "--out", tmp_path], capsys)
     assert rc == 0
     lines = [line for line in err.splitlines() if "font" in line]

@@ -113,7 +113,7 @@ def test_group_overlay_and_panel():
 
 
 def test_save_segmentation_draws_big_photos_smaller(tmp_path):
-    from groupvit_np.tasks.segmentation import SegmentationResult
+    from groupvit_np.tasks.label_maps import SegmentationResult
 
     rng = np.random.default_rng(0)
     h, w = 1700, 2000

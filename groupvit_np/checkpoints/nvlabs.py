@@ -145,7 +145,7 @@ def load_nvlabs(
     Only `ckpt["model"]` is read. The rest of the wrapper (optimizer, scheduler, the training config as a
     pickled OmegaConf object) is parsed into inert placeholders and never executed nor kept.
     """
-    from .torch_pickle import load_torch_file
+    from .torch_zip import load_torch_file
 
     path = Path(path)
     if verify_hash:

@@ -44,7 +44,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if path.suffix == ".safetensors":
         return read_safetensors(path)
     if path.suffix in (".bin", ".pt", ".pth"):
-        from .torch_pickle import load_torch_file
+        from .torch_zip import load_torch_file
 
         obj = load_torch_file(path)
         state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj

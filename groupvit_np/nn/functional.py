@@ -143,7 +143,7 @@ def vision_model(
 
 
 def named_leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """The tree's leaves under their checkpoint names, the inverse of `weights.nest`: `jax.grad`'s result
+    """The tree's leaves under their checkpoint names, the inverse of `checkpoints.weights.nest`: `jax.grad`'s result
     becomes {"vision_model.embeddings.layernorm.weight": ..., ...}, as torch's `named_parameters` names them."""
     if isinstance(tree, dict):
         items = tree.items()

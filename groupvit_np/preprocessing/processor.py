@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .batch import BatchEncoding
-from .image import CLIPImageProcessor
+from .image_processor import CLIPImageProcessor
 
 
 def _default_tokenizer() -> Any:

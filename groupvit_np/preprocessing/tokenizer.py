@@ -2,15 +2,13 @@
 
 Steps (`trace()` shows each one): split out special tokens written in the text, clean each piece (ftfy, collapse
 whitespace, strip, lowercase), pre-tokenise with CLIP's regex, map UTF-8 bytes to printable characters, apply BPE
-merges in rank order with "</w>" marking the end of a word, then look up the ids. Contract: `str | list[str]` ->
-`BatchEncoding(input_ids, attention_mask)`, with [L] or [T, L] ids padded on the right with 49407.
+merges in rank order with "</w>" marking the end of a word (`bpe`), then look up the ids (`vocab`). Contract:
+`str | list[str]` -> `BatchEncoding(input_ids, attention_mask)`, with [L] or [T, L] ids padded on the right with
+49407 (`batch.pad_rows`).
 """
 
 from __future__ import annotations
 
-import gzip
-import json
-import math
 import os
 from pathlib import Path
 
@@ -18,85 +16,18 @@ import ftfy
 import numpy as np
 import regex
 
-from .batch import BatchEncoding
+from .batch import BatchEncoding, pad_rows
+from .bpe import bpe_merge, bytes_to_unicode
+from .vocab import BOS, EOS, read_bpe_gz, read_hf_folder, vocab_from_merges, write_hf_folder
 
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-N_MERGES = 49152 - 256 - 2  # CLIP keeps this many merges: 49152 BPE tokens, less 256 bytes and 2 special tokens
 # CLIP's pre-tokeniser: special tokens | English contractions | letter runs | one digit | other non-space runs.
 # HF compiles it with IGNORECASE; the flag matters even on lowercased text (e.g. "'ſ" still matches 's).
 PATTERN = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+"
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    """Map each byte value to a printable character, so that BPE can treat any UTF-8 bytes as a string.
-
-    Printable Latin-1 bytes stand for themselves; the other 68 (controls, space, NBSP, soft hyphen) take U+0100
-    onwards in byte order. Example: `t[ord("a")] == "a"`, `t[0x00] == "Ā"` (U+0100), `t[0x20] == "Ġ"` (space is
-    the 33rd unprintable byte, so U+0100 + 32). The dict's order (printables first) is the vocabulary's order.
-    """
-    table = {b: chr(b) for b in (*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100))}
-    unprintable = [b for b in range(256) if b not in table]
-    table.update({b: chr(0x100 + i) for i, b in enumerate(unprintable)})
-    return table
-
-
-def get_pairs(word: tuple[str, ...] | list[str]) -> set[tuple[str, str]]:
-    """The set of adjacent symbol pairs in a word: `get_pairs(("l", "o", "w</w>")) == {("l", "o"), ("o", "w</w>")}`."""
-    return set(zip(word, word[1:], strict=False))
-
-
-def bpe_merge(word: list[str], ranks: dict[tuple[str, str], int], steps: list | None = None) -> list[str]:
-    """Merge a word's symbols, lowest-ranked pair first, until no adjacent pair is a known merge.
-
-    Every occurrence of the chosen pair is merged in one left-to-right pass. With `ranks = {("l", "o"): 0,
-    ("lo", "w</w>"): 1}`, `["l", "o", "w</w>"] -> ["lo", "w</w>"] -> ["low</w>"]`. If `steps` is a list, each
-    merge is appended to it as `(pair, rank, word_after)`.
-    """
-    while len(word) > 1:
-        pair = min(get_pairs(word), key=lambda p: ranks.get(p, math.inf))
-        if pair not in ranks:
-            break
-        first, second = pair
-        merged, i = [], 0
-        while i < len(word):
-            if word[i] == first and i + 1 < len(word) and word[i + 1] == second:
-                merged.append(first + second)
-                i += 2
-            else:
-                merged.append(word[i])
-                i += 1
-        word = merged
-        if steps is not None:
-            steps.append((pair, ranks[pair], tuple(word)))
-    return word
-
-
-def parse_merges(text: str) -> list[tuple[str, str]]:
-    """The merges CLIP uses from a merges file's text: the first N_MERGES lines after the header line."""
-    return [tuple(line.split()) for line in text.strip().split("\n")[1 : N_MERGES + 1]]
-
-
-def read_bpe_gz(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """CLIP's merges from OpenAI's `bpe_simple_vocab_16e6.txt.gz` (its header line is odd; it is skipped)."""
-    return parse_merges(gzip.decompress(Path(path).read_bytes()).decode("utf-8"))
-
-
-def vocab_from_merges(merges: list[tuple[str, str]]) -> dict[str, int]:
-    """OpenAI's vocabulary order: 256 bytes, the same + "</w>", one token per merge, then BOS and EOS."""
-    chars = list(bytes_to_unicode().values())
-    tokens = [*chars, *(c + "</w>" for c in chars), *("".join(m) for m in merges), BOS, EOS]
-    return {token: i for i, token in enumerate(tokens)}
-
-
 def _kinds(items: list) -> str:
     """The types in a list that should hold only strings, for an error message: "str, NoneType"."""
     return ", ".join(dict.fromkeys(type(t).__name__ for t in items))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class CLIPTokenizer:
@@ -166,19 +97,7 @@ class CLIPTokenizer:
                 path = path / "bpe_simple_vocab_16e6.txt.gz"
         if path is None or str(path).endswith(".gz"):
             return cls(None, read_bpe_gz(path) if path else None, **kwargs)
-        folder = Path(path)
-        if not (folder / "vocab.json").is_file() or not (folder / "merges.txt").is_file():
-            raise FileNotFoundError(f"{folder} is not a folder with vocab.json and merges.txt")
-        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-        merges = parse_merges((folder / "merges.txt").read_text(encoding="utf-8"))
-        config = {}
-        for name in ("special_tokens_map.json", "tokenizer_config.json"):
-            if (folder / name).is_file():
-                config.update(json.loads((folder / name).read_text(encoding="utf-8")))
-        for key, expected in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", EOS), ("unk_token", EOS)):
-            value = config.get(key, expected)
-            if (value["content"] if isinstance(value, dict) else value) != expected:  # a str or an AddedToken dict
-                raise ValueError(f"{folder}: {key}={config[key]!r} is not CLIP's {expected!r}; not supported")
+        vocab, merges, config = read_hf_folder(path)
         for key in ("model_max_length", "clean_up_tokenization_spaces"):
             if key in config:
                 kwargs.setdefault(key, config[key])
@@ -186,21 +105,9 @@ class CLIPTokenizer:
 
     def save_pretrained(self, directory: str | os.PathLike) -> tuple[Path, ...]:
         """Write HF's vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json."""
-        folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        specials = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}
-        config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": self.model_max_length, "errors": "replace",
-                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces, **specials}  # fmt: skip
-        merges = sorted(self.bpe_ranks, key=self.bpe_ranks.get)
-        files = {
-            "vocab.json": json.dumps(self.encoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-            "merges.txt": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
-            "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
-            "special_tokens_map.json": json.dumps(specials, indent=2) + "\n",
-        }
-        for name, text in files.items():
-            _write_atomic(folder / name, text)
-        return tuple(folder / name for name in files)
+        options = {"model_max_length": self.model_max_length,
+                   "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}  # fmt: skip
+        return write_hf_folder(directory, self.encoder, self.bpe_ranks, options)
 
     # --- text -> tokens ----------------------------------------------------------------------------------------
     def clean(self, text: str) -> str:
@@ -310,17 +217,8 @@ class CLIPTokenizer:
             rows.append([self.bos_token_id, *ids, self.eos_token_id] if add_special_tokens else ids)
         mode = modes[padding]
         width = max(map(len, rows), default=0) if mode == "longest" else max_length if mode == "max_length" else 0
-        enc = {"input_ids": [r + [self.pad_token_id] * (width - len(r)) for r in rows]}
-        if return_attention_mask:
-            enc["attention_mask"] = [[1] * len(r) + [0] * (width - len(r)) for r in rows]
-        if return_tensors == "np":
-            if len({len(r) for r in enc["input_ids"]}) > 1:
-                raise ValueError("texts of different token lengths cannot form one array: pass padding=True "
-                                 "(and truncation=True for texts over 77 tokens), or return_tensors=None")  # fmt: skip
-            enc = {k: np.array(v, dtype=np.int64).reshape(len(v), -1 if v else 0) for k, v in enc.items()}
-        elif isinstance(text, str):
-            enc = {k: v[0] for k, v in enc.items()}
-        return BatchEncoding(enc)
+        return pad_rows(rows, width, self.pad_token_id, return_attention_mask, return_tensors == "np",
+                        single=isinstance(text, str))  # fmt: skip
 
     # --- teaching ----------------------------------------------------------------------------------------------
     def trace(self, text: str) -> dict:

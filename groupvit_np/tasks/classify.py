@@ -13,13 +13,34 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..backend import namespace, to_namespace, to_numpy
 from ..nn.functional import vision_model
 from ..nn.heads import projection_head
 from ..nn.ops import l2_normalize, softmax
-from ..preprocessing.image import IMAGENET_MEAN, IMAGENET_STD, classification_pixels  # noqa: F401 (re-exported)
+from ..preprocessing.image import to_rgb_array
 from .datasets import CLASSIFICATION_TEMPLATES
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # timm's defaults, which the original's eval transform uses
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def classification_pixels(image: Any, size: int = 224) -> np.ndarray:
+    """The original's eval transform: Resize(256/224*size) bilinear, CenterCrop(size), ImageNet mean/std.
+
+    torchvision semantics: the short side becomes int(256/224*size), the long side int(short' * long / short);
+    PIL's bilinear (antialiased) resize; the crop's top is round((h - size) / 2) (half to even).  # -> [1, 3, s, s]
+    """
+    rgb = to_rgb_array(image)  # [H, W, 3] uint8
+    h, w = rgb.shape[:2]
+    short = int(256 / 224 * size)
+    nh, nw = (int(short * h / w), short) if w <= h else (short, int(short * w / h))
+    img = Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BILINEAR)
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    x = np.asarray(img, dtype=np.float32)[top : top + size, left : left + size] / np.float32(255)
+    x = (x - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])  # [H, W, 3] -> [1, 3, H, W]
 
 
 class NonFiniteError(ValueError):

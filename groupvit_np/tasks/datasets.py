@@ -3,7 +3,7 @@
 Class lists follow NVlabs GroupViT's segmentation/datasets/*.py, which renames a few mmseg classes so they read as
 natural words in a prompt (diningtable -> table, pottedplant -> plant, tvmonitor -> monitor, aeroplane -> airplane
 in Context). Entry 0 of each list is "background": it is never encoded as text; it is what pixels become when no
-class is confident enough (`segmentation.py`). Palettes are 256 RGB rows so that label maps save as palettised
+class is confident enough (`segmentation`). Palettes are 256 RGB rows so that label maps save as palettised
 PNGs; row 255 is the "ignore" colour of VOC's own files.
 """
 
