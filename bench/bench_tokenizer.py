@@ -28,7 +28,7 @@ def main() -> None:
     from reference_tokenizer import hf_tokenizer, versions
     from tokenizer_corpus import all_texts
 
-    from groupvit_np.tokenizer import CLIPTokenizer
+    from groupvit_np.preprocessing.tokenizer import CLIPTokenizer
 
     texts = all_texts()
     ours, hf = CLIPTokenizer(), hf_tokenizer()

@@ -30,7 +30,7 @@ def jax_profile(ckpt: Path, pixels, repeats: int) -> dict[str, float]:
     import jax
 
     from groupvit_np import GroupViTModel
-    from groupvit_np import functional as F
+    from groupvit_np.nn import functional as F
 
     model = GroupViTModel.from_pretrained(ckpt, dtype="float32", xp="jax")
     fn = jax.jit(lambda p, x: F.image_features(p, model.config, x),

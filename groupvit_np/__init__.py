@@ -19,11 +19,11 @@ _EXPORTS = {
     "GroupViTVisionModel": "model",
     "GroupViTModelOutput": "model",
     "BaseModelOutputWithPooling": "model",
-    "CLIPTokenizer": "tokenizer",
-    "CLIPImageProcessor": "image",
-    "CLIPProcessor": "processor",
-    "BatchEncoding": "batch",
-    "CheckpointError": "weights",
+    "CLIPTokenizer": "preprocessing.tokenizer",
+    "CLIPImageProcessor": "preprocessing.image_processor",
+    "CLIPProcessor": "preprocessing.processor",
+    "BatchEncoding": "preprocessing.batch",
+    "CheckpointError": "errors",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

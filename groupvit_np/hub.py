@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .safetensors_io import CheckpointError
+from .errors import HubError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in order of preference
 TOKENIZER_EXTRAS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -35,10 +35,6 @@ _EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,11}$")  # ".pth", ".safetensor
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _INSTALL = "pip install 'groupvit-np[hub]' (or: pip install huggingface_hub)"
 CONNECT_TIMEOUT = 4.0  # seconds to open a connection to the Hub (or its proxy) before giving up
-
-
-class HubError(CheckpointError):
-    """A repo id that cannot be resolved to local files: not cached and not downloadable."""
 
 
 def _truthy(value: str | None) -> bool:

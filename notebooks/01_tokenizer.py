@@ -41,10 +41,12 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Rectangle
 
 from groupvit_np import CLIPTokenizer
-from groupvit_np import tokenizer as tk
-from groupvit_np.attention import text_attention_mask
 from groupvit_np.config import GroupViTTextConfig
-from groupvit_np.text import eos_positions, text_tower
+from groupvit_np.nn.attention import text_attention_mask
+from groupvit_np.nn.text import eos_positions, text_tower
+from groupvit_np.preprocessing import bpe
+from groupvit_np.preprocessing.tokenizer import PATTERN
+from groupvit_np.preprocessing.vocab import vocab_from_merges
 
 _common.figure_style()
 tok = CLIPTokenizer.from_pretrained()  # the CLIP vocabulary shipped with the package; nothing is downloaded
@@ -75,7 +77,7 @@ print("ftfy   :", repr(tok.clean("cafÃ© &amp; croissants")))  # UTF-8 read as 
 # they come back as the end-of-word mark `</w>` in step 4.
 
 # %%
-print(tk.PATTERN)
+print(PATTERN)
 print(trace["pre_tokens"])
 print("digits are split one by one:", tok.trace("196 tokens")["pre_tokens"])
 
@@ -88,7 +90,7 @@ print("digits are split one by one:", tok.trace("196 tokens")["pre_tokens"])
 # (control characters, space, no-break space, soft hyphen) are moved to U+0100 onwards, in byte order.
 
 # %%
-table = tk.bytes_to_unicode()
+table = bpe.bytes_to_unicode()
 fig, ax = plt.subplots(figsize=(7.2, 6.6))
 moved = np.array([[table[16 * r + c] != chr(16 * r + c) for c in range(16)] for r in range(16)])
 ax.imshow(moved, cmap="Pastel1_r", vmin=0, vmax=8)
@@ -118,7 +120,7 @@ for word, mapped in zip(trace["pre_tokens"], trace["byte_mapped"], strict=True):
 # pairs: `i n` has rank 0. This is the library's loop:
 
 # %%
-print(inspect.getsource(tk.bpe_merge))
+print(inspect.getsource(bpe.bpe_merge))
 
 # %% [markdown]
 # The merges for every pre-token of our caption, as `(pair) rank`. Frequent words finish in a few merges;
@@ -176,7 +178,7 @@ print(tok.tokenize("groupvit segments images"))
 ids = trace["ids"]
 print(ids)
 print([tok.convert_ids_to_tokens(i) for i in ids])
-layout = tk.vocab_from_merges(sorted(tok.bpe_ranks, key=tok.bpe_ranks.get))
+layout = vocab_from_merges(sorted(tok.bpe_ranks, key=tok.bpe_ranks.get))
 print("'a' ->", layout["a"], " 'a</w>' ->", layout["a</w>"], " first merge 'in' ->", layout["in"])
 
 # %% [markdown]
@@ -235,7 +237,7 @@ print("truncation=True:", len(cut), "ids, ending with", cut[-3:])
 #
 # The text tower (notebook 4) is a causal transformer: position `i` attends only to positions `j <= i`. So the
 # first EOS is the first position that has seen the whole caption, and CLIP (and GroupViT) read the caption's
-# embedding there. The pooling rule, from `groupvit_np.text`:
+# embedding there. The pooling rule, from `groupvit_np.nn.text`:
 
 # %%
 print(inspect.getsource(eos_positions))

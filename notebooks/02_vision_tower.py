@@ -32,9 +32,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
-from groupvit_np.attention import multi_head_attention
-from groupvit_np.ops import layer_norm, linear, softmax
-from groupvit_np.vision import patch_embed, vision_embeddings, vision_stage, vision_tower
+from groupvit_np.nn.attention import multi_head_attention
+from groupvit_np.nn.ops import layer_norm, linear, softmax
+from groupvit_np.nn.vision import patch_embed, vision_embeddings, vision_stage, vision_tower
 
 _common.figure_style()
 model, tokenizer, processor, folder = _common.load(dtype="float64")
@@ -43,7 +43,7 @@ print(_common.describe(model, folder))
 
 # %% [markdown]
 # The example image is a held-out procedural scene (coloured shapes on a striped grey background; see
-# `groupvit_np.scenes`), preprocessed exactly as HF's `CLIPImageProcessor`: resize, centre crop, scale to
+# `groupvit_np.tasks.scenes`), preprocessed exactly as HF's `CLIPImageProcessor`: resize, centre crop, scale to
 # [0, 1], normalise with CLIP's per-channel mean and standard deviation. The result is `pixel_values`,
 # `[B, 3, H, W]` float32.
 

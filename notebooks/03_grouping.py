@@ -42,9 +42,8 @@ import numpy as np
 from matplotlib.colors import LogNorm
 
 from groupvit_np import GroupViTModel
-from groupvit_np.attention import encoder_layer
-from groupvit_np.datasets import generated_colours
-from groupvit_np.grouping import (
+from groupvit_np.nn.attention import encoder_layer
+from groupvit_np.nn.grouping import (
     assign_attention,
     cross_attention_layer,
     gumbel_softmax,
@@ -52,9 +51,10 @@ from groupvit_np.grouping import (
     one_hot_argmax,
     token_assign,
 )
-from groupvit_np.ops import layer_norm, linear, mixer_mlp, mlp, softmax
-from groupvit_np.vision import vision_embeddings, vision_tower
-from groupvit_np.viz import blend
+from groupvit_np.nn.ops import layer_norm, linear, mixer_mlp, mlp, softmax
+from groupvit_np.nn.vision import vision_embeddings, vision_tower
+from groupvit_np.tasks.datasets import generated_colours
+from groupvit_np.tasks.viz import blend
 
 _common.figure_style()
 model, tokenizer, processor, folder = _common.load(dtype="float64")
@@ -93,7 +93,7 @@ tokens, groups = z[:, :N], z[:, N:]  # [1, N, D], [1, G, D]
 print("image tokens", tokens.shape, " group tokens", groups.shape)
 
 # %% [markdown]
-# The block (`groupvit_np.grouping.token_assign`): normalise both inputs; mix the `G` group tokens into `S`
+# The block (`groupvit_np.nn.grouping.token_assign`): normalise both inputs; mix the `G` group tokens into `S`
 # queries with an MLP along the *token* axis (an MLP-Mixer layer, which is how the count can change); let the
 # queries look at the image through one cross-attention layer; then assign every image token to one query and
 # average. The output is `S` new tokens, the input of the next stage.
@@ -318,12 +318,12 @@ print(f"non-zero entries: {np.mean(dl != 0):.1%}")
 #
 # The hand-written backward covers one assignment step. The library's forward pass, written once against the
 # Array API, can also be differentiated whole: `jax.numpy` is an Array API namespace, so `jax.grad` takes
-# `groupvit_np.functional.loss` (HF's contrastive loss as a pure function of the parameter tree) unchanged. The
+# `groupvit_np.nn.functional.loss` (HF's contrastive loss as a pure function of the parameter tree) unchanged. The
 # only line written for autodiff is the stop in `straight_through`, HF's `.detach()` (without it `-soft + soft`
 # would cancel and every gradient above the assignment would be zero):
 
 # %%
-from groupvit_np.grouping import straight_through
+from groupvit_np.nn.grouping import straight_through
 
 print(inspect.getsource(straight_through))
 
@@ -334,7 +334,7 @@ print(inspect.getsource(straight_through))
 # %%
 import jax
 
-from groupvit_np import functional as F
+from groupvit_np.nn import functional as F
 
 jax.config.update("jax_enable_x64", True)  # float64 in JAX
 

@@ -37,15 +37,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from groupvit_np import GroupViTModel
-from groupvit_np.attention import encoder_layer, fuse_projections, text_attention_mask
-from groupvit_np.datasets import generated_colours
-from groupvit_np.grouping import cross_attention_layer
-from groupvit_np.heads import contrastive_logits, contrastive_loss, projection_head
-from groupvit_np.ops import batch_norm_eval, l2_normalize, layer_norm, linear, mixer_mlp, mlp, relu
-from groupvit_np.scenes import CLASS_NAMES, SEED_RANGES, class_prompt, make_scenes
-from groupvit_np.text import eos_positions, text_tower
-from groupvit_np.vision import vision_embeddings, vision_stage, vision_tower
-from groupvit_np.viz import blend
+from groupvit_np.nn.attention import encoder_layer, fuse_projections, text_attention_mask
+from groupvit_np.nn.grouping import cross_attention_layer
+from groupvit_np.nn.heads import contrastive_logits, contrastive_loss, projection_head
+from groupvit_np.nn.ops import batch_norm_eval, l2_normalize, layer_norm, linear, mixer_mlp, mlp, relu
+from groupvit_np.nn.text import eos_positions, text_tower
+from groupvit_np.nn.vision import vision_embeddings, vision_stage, vision_tower
+from groupvit_np.tasks.datasets import generated_colours
+from groupvit_np.tasks.scenes import CLASS_NAMES, SEED_RANGES, class_prompt, make_scenes
+from groupvit_np.tasks.viz import blend
 
 _common.figure_style()
 model, tokenizer, processor, folder = _common.load(dtype="float64")

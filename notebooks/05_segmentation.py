@@ -38,30 +38,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-from groupvit_np.classify import encode_text, logit_scale
-from groupvit_np.datasets import custom_labels
-from groupvit_np.heads import (
+from groupvit_np.nn.heads import (
     grouping_from_attentions,
     normalized_group_embeddings,
     resize_group_maps,
     segmentation_logits,
 )
-from groupvit_np.ops import l2_normalize
-from groupvit_np.resize import resize_position_table
-from groupvit_np.scenes import CLASS_NAMES, SEED_RANGES, SHAPES, make_scenes
-from groupvit_np.segmentation import (
-    MEAN_255,
-    STD_255,
-    group_class_scores,
-    hf_segment,
-    pixel_scores,
-    resize_argmax,
-    run_window,
-    segment,
-    segmentation_pixels,
-)
-from groupvit_np.vision import vision_tower
-from groupvit_np.viz import draw_names, group_overlay, overlay
+from groupvit_np.nn.ops import l2_normalize
+from groupvit_np.nn.resize import resize_position_table
+from groupvit_np.nn.vision import vision_tower
+from groupvit_np.tasks.classify import encode_text, logit_scale
+from groupvit_np.tasks.datasets import custom_labels
+from groupvit_np.tasks.label_maps import resize_argmax
+from groupvit_np.tasks.scenes import CLASS_NAMES, SEED_RANGES, SHAPES, make_scenes
+from groupvit_np.tasks.segmentation import group_class_scores, pixel_scores, run_window, segment
+from groupvit_np.tasks.segmentation_hf import hf_segment
+from groupvit_np.tasks.segmentation_input import MEAN_255, STD_255, segmentation_pixels
+from groupvit_np.tasks.viz import draw_names, group_overlay, overlay
 
 _common.figure_style()
 model, tokenizer, processor, folder = _common.load(dtype="float32")
@@ -97,7 +90,7 @@ def zoom(a):  # pictures only: small images are enlarged (nearest) to >= 256 px,
     return np.repeat(np.repeat(a, f, axis=0), f, axis=1)
 
 
-def draw_labels(img, lab):  # class colours and names over the image (groupvit_np.viz, the original's style)
+def draw_labels(img, lab):  # class colours and names over the image (groupvit_np.tasks.viz, the original's style)
     return overlay(zoom(img), zoom(lab), labels.palette, labels.class_names, background=True)
 
 
@@ -539,7 +532,7 @@ plt.show()
 # `segment` is the complete original pipeline: mmseg's preprocessing (resize to a short side, ImageNet mean and
 # std: section 5), `whole` (one window) or `slide` (overlapping windows, the paper's evaluation) inference, the
 # background rule, and the scores resized back to the input. `hf_segment` is the HF-style counterpart. Both
-# return a `SegmentationResult`; `groupvit_np.viz` draws it (here at the model's native size).
+# return a `SegmentationResult`; `groupvit_np.tasks.viz` draws it (here at the model's native size).
 
 # %%
 result = segment(model, image, labels, templates=templates, tokenizer=tokenizer, short_side=H)

@@ -18,8 +18,8 @@ import numpy as np
 
 from groupvit_np import CLIPImageProcessor, CLIPTokenizer, GroupViTModel
 from groupvit_np._resources import data_dir
-from groupvit_np.image import load_image
-from groupvit_np.scenes import EXAMPLE_SEED, make_scene
+from groupvit_np.preprocessing.image import load_image
+from groupvit_np.tasks.scenes import EXAMPLE_SEED, make_scene
 
 WEIGHTS_ENV = "GROUPVIT_WEIGHTS"
 SHIPPED = ("groupvit-demo-scenes", "groupvit-tiny-random")  # in order of preference
@@ -68,7 +68,7 @@ def load(dtype: str = "float32") -> tuple[GroupViTModel, CLIPTokenizer, CLIPImag
 
 
 def example_scene(size: int, seed: int = EXAMPLE_SEED):
-    """A held-out procedural scene (`groupvit_np.scenes`) drawn at `size` pixels, objects scaled with it."""
+    """A held-out procedural scene (`groupvit_np.tasks.scenes`) drawn at `size` pixels, objects scaled with it."""
     scale = size / 64  # the scenes' default radii are for 64-pixel images
     return make_scene(seed, size=size, radius=(8.0 * scale, 14.0 * scale))
 

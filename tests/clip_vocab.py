@@ -1,8 +1,8 @@
 """CLIP's `vocab.json` and `merges.txt` built from OpenAI's merges file, sharing no code with `groupvit_np`.
 
 The reference data the tests give transformers (and the shipped tiny checkpoint's tokenizer files) come from here,
-so that a mistake in `groupvit_np.tokenizer`'s vocabulary rule cannot be copied into the reference it is checked
-against. The rules are CLIP's published ones (openai/CLIP `simple_tokenizer.py`), derived here in another way:
+so that a mistake in the vocabulary rule of `groupvit_np.preprocessing` cannot be copied into the reference it is
+checked against. The rules are CLIP's published ones (openai/CLIP `simple_tokenizer.py`), derived here in another way:
 
 - byte -> character: a Latin-1 byte that shows as a visible character (`str.isprintable()` and not a space) stands
   for itself; the other 68 (controls, space, DEL, NBSP, soft hyphen) take U+0100, U+0101, ... in byte order;

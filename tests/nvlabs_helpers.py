@@ -1,7 +1,7 @@
 """Test helper: an NVlabs-style release `.pth` built from an HF GroupViT state dict (torch imported on use).
 
-The inverse of transformers' conversion, written independently of `groupvit_np.convert` (explicit regex rules
-rather than ordered substring replacements): fused vision `qkv` and text `in_proj`, Conv1d projector weights
+The inverse of transformers' conversion, written independently of `groupvit_np.checkpoints` (explicit regex
+rules rather than ordered substring replacements): fused vision `qkv` and text `in_proj`, Conv1d projector weights
 [O, I, 1], `multi_label_logit_scale`, and the wrapper `save_checkpoint` writes (model, optimizer, lr_scheduler,
 metrics, epoch, and the training config as a pickled object).
 """

@@ -30,7 +30,8 @@ from groupvit_np.backend import (
     to_numpy,
     writes_in_place,
 )
-from groupvit_np.ops import erf, gelu, layer_norm, softmax
+from groupvit_np.nn.ops import gelu, layer_norm, softmax
+from groupvit_np.nn.special import erf
 
 rng = np.random.default_rng(0)
 
@@ -119,7 +120,7 @@ def test_straight_through_value_is_one_hot_and_gradient_is_the_softmaxs():
     jnp = jax_x64()
     import jax
 
-    from groupvit_np.grouping import hard_softmax, one_hot_argmax
+    from groupvit_np.nn.grouping import hard_softmax, one_hot_argmax
 
     logits, w = jnp.asarray(rng.normal(size=(2, 5, 7))), jnp.asarray(rng.normal(size=(2, 5, 7)))
     value = hard_softmax(logits)
@@ -184,8 +185,8 @@ def test_classification_on_jax_and_torch_matches_numpy(xp):
         jax_x64()
     else:
         pytest.importorskip("torch")
-    from groupvit_np.classify import classify, encode_text
-    from groupvit_np.scenes import make_scene
+    from groupvit_np.tasks.classify import classify, encode_text
+    from groupvit_np.tasks.scenes import make_scene
 
     weights = data_dir("weights") / "groupvit-demo-scenes"
     tokenizer = CLIPTokenizer.from_pretrained(weights)  # the demo checkpoint's own vocabulary

@@ -9,10 +9,10 @@ from PIL import Image
 
 from groupvit_np import GroupViTModel
 from groupvit_np._resources import data_dir
-from groupvit_np.classify import classification_pixels, classify, encode_text
-from groupvit_np.datasets import CLASSIFICATION_TEMPLATES
-from groupvit_np.scenes import make_scene
-from groupvit_np.tokenizer import CLIPTokenizer
+from groupvit_np.preprocessing.tokenizer import CLIPTokenizer
+from groupvit_np.tasks.classify import classification_pixels, classify, encode_text
+from groupvit_np.tasks.datasets import CLASSIFICATION_TEMPLATES
+from groupvit_np.tasks.scenes import make_scene
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ written to a temporary folder so that `--weights` loads it like any user checkpo
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 
@@ -16,9 +15,9 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 from groupvit_np._resources import data_dir
-from groupvit_np.commands import add_commands
-from groupvit_np.datasets import custom_labels, dataset_labels
-from groupvit_np.scenes import make_scene
+from groupvit_np.cli import build_parser
+from groupvit_np.tasks.datasets import custom_labels, dataset_labels
+from groupvit_np.tasks.scenes import make_scene
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +42,7 @@ def image(tmp_path_factory):
 
 
 def run(argv, capsys):
-    parser = argparse.ArgumentParser(prog="groupvit-np")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     rc = args.run(args)
     out, err = capsys.readouterr()
     return rc, out, err
@@ -109,9 +106,9 @@ def with_settings(weights, tmp_path, settings):
 
 def test_segment_follows_the_checkpoints_method_and_threshold(weights, image, tmp_path, capsys):
     from groupvit_np import GroupViTModel
-    from groupvit_np.image import CLIPImageProcessor
-    from groupvit_np.segmentation import hf_segment
-    from groupvit_np.tokenizer import CLIPTokenizer
+    from groupvit_np.preprocessing.image_processor import CLIPImageProcessor
+    from groupvit_np.preprocessing.tokenizer import CLIPTokenizer
+    from groupvit_np.tasks.segmentation_hf import hf_segment
 
     names = ["red circle", "blue square", "sky"]
     model = GroupViTModel.from_pretrained(weights)
@@ -141,7 +138,7 @@ def test_segment_follows_the_checkpoints_method_and_threshold(weights, image, tm
 
 def test_segment_normalises_as_the_checkpoint_was_trained(weights, image, tmp_path, capsys):
     from groupvit_np import GroupViTModel
-    from groupvit_np.segmentation import segment
+    from groupvit_np.tasks.segmentation import segment
 
     clip_mean, clip_std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
     folder = with_settings(weights, tmp_path, {"image_mean": clip_mean, "image_std": clip_std})
@@ -212,7 +209,7 @@ def test_evaluate_resumes(weights, tmp_path, capsys):
 
 
 def test_evaluate_ctrl_c_keeps_progress(weights, tmp_path, capsys, monkeypatch):
-    import groupvit_np.segmentation as seg
+    import groupvit_np.tasks.segmentation as seg
 
     real, calls = seg.segment, []
 

@@ -10,8 +10,8 @@ from conftest import FIXTURES
 from safetensors.numpy import save_file
 
 from groupvit_np import CheckpointError, GroupViTConfig, GroupViTModel
-from groupvit_np.safetensors_io import read_safetensors
-from groupvit_np.weights import expected_shapes, validate
+from groupvit_np.checkpoints.safetensors_io import read_safetensors
+from groupvit_np.checkpoints.shapes import expected_shapes, validate
 
 # The shape of nvidia/groupvit-gcc-yfcc's config.json (June 2022): nested *_config_dict entries and text ids 0/2.
 LEGACY = {

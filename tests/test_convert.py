@@ -14,20 +14,19 @@ from conftest import FIXTURES
 from parity import assert_close
 
 from groupvit_np import CheckpointError, GroupViTConfig
-from groupvit_np.cli import main
-from groupvit_np.convert import (
+from groupvit_np.checkpoints.convert import convert, write_checkpoint
+from groupvit_np.checkpoints.nvlabs import (
     ChecksumWarning,
     check_hash_prefix,
-    convert,
-    infer_config,
     load_nvlabs,
     nvlabs_to_hf,
     rename_key,
     sha256_file,
-    write_checkpoint,
 )
-from groupvit_np.safetensors_io import read_safetensors, to_bfloat16_bits
-from groupvit_np.weights import expected_shapes, load_checkpoint
+from groupvit_np.checkpoints.safetensors_io import read_safetensors, to_bfloat16_bits
+from groupvit_np.checkpoints.shapes import expected_shapes, infer_config
+from groupvit_np.checkpoints.weights import load_checkpoint
+from groupvit_np.cli import main
 
 TINY_DIR = FIXTURES / "model_hf_tiny"  # a committed HF safetensors checkpoint (float16 values)
 
@@ -151,7 +150,7 @@ def test_existing_destination_needs_force(tmp_path):
 
 @pytest.mark.parametrize("existing", [False, True])
 def test_interrupted_conversion_leaves_nothing_half_written(tmp_path, monkeypatch, existing):
-    import groupvit_np.safetensors_io as C
+    import groupvit_np.checkpoints.safetensors_io as C
 
     dst = tmp_path / "out"
     if existing:
@@ -269,7 +268,8 @@ def test_release_with_a_wrong_hash_warns_and_still_loads(release, tmp_path):
 
 @pytest.mark.reference
 def test_strict_reader_refuses_the_release_wrapper(release):
-    from groupvit_np.torch_pickle import TorchPickleError, load_torch_file
+    from groupvit_np.checkpoints.torch_zip import load_torch_file
+    from groupvit_np.errors import TorchPickleError
 
     _, path = release  # the wrapper pickles a defaultdict and a config object: fine for load_nvlabs, not strict mode
     with pytest.raises(TorchPickleError, match="refusing the global"):

@@ -9,18 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from groupvit_np.datasets import voc_palette
-from groupvit_np.evaluate import (
+from groupvit_np.tasks.datasets import voc_palette
+from groupvit_np.tasks.evaluate import (
     METRICS_FILE,
     STATE_FILE,
     Progress,
-    confusion_matrix,
     dataset_samples,
-    iou_metrics,
-    iou_table,
     read_annotation,
     run_evaluation,
 )
+from groupvit_np.tasks.metrics import confusion_matrix, iou_metrics, iou_table
 
 C = 6
 

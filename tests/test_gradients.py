@@ -18,7 +18,7 @@ transformers = pytest.importorskip("transformers", reason="pip install -e '.[ref
 import jax  # noqa: E402
 
 from groupvit_np import GroupViTModel  # noqa: E402
-from groupvit_np import functional as F  # noqa: E402
+from groupvit_np.nn import functional as F  # noqa: E402
 
 pytestmark = pytest.mark.reference
 NAMES = ["hf_tiny", "small_legacy"]

@@ -349,7 +349,7 @@ def test_a_mistyped_path_never_goes_to_the_hub(hub, source, capsys):
     import time
 
     from groupvit_np import CLIPTokenizer, GroupViTModel
-    from groupvit_np.weights import CheckpointError
+    from groupvit_np.errors import CheckpointError
 
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         CLIPTokenizer.from_pretrained(source)

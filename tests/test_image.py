@@ -21,7 +21,8 @@ import pytest
 from PIL import Image
 
 from groupvit_np import CLIPImageProcessor
-from groupvit_np.image import center_crop, load_image, to_rgb_array
+from groupvit_np.preprocessing.image import load_image, to_rgb_array
+from groupvit_np.preprocessing.image_processor import center_crop
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "image_pixel_values.json"
 LEGACY_2022 = {  # nvidia/groupvit-gcc-yfcc's preprocessor_config.json as saved in June 2022

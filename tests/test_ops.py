@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from parity import assert_close
 
-from groupvit_np.attention import fuse_projections, multi_head_attention, project_heads, text_attention_mask
-from groupvit_np.grouping import assign_attention, gumbel_softmax, hard_softmax, one_hot_argmax
-from groupvit_np.heads import contrastive_loss, token_grid
-from groupvit_np.ops import (
+from groupvit_np.checkpoints.weights import nest
+from groupvit_np.nn.attention import fuse_projections, multi_head_attention, project_heads, text_attention_mask
+from groupvit_np.nn.grouping import assign_attention, gumbel_softmax, hard_softmax, one_hot_argmax
+from groupvit_np.nn.heads import contrastive_loss, token_grid
+from groupvit_np.nn.ops import (
     batch_norm_eval,
-    erf,
     gelu,
     l2_normalize,
     layer_norm,
@@ -24,8 +24,8 @@ from groupvit_np.ops import (
     quick_gelu,
     softmax,
 )
-from groupvit_np.vision import patch_embed
-from groupvit_np.weights import nest
+from groupvit_np.nn.special import erf
+from groupvit_np.nn.vision import patch_embed
 
 rng = np.random.default_rng(0)
 

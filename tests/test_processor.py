@@ -1,7 +1,7 @@
 """`CLIPProcessor` glue: arguments reach the right half, outputs merge, and the whole matches HF's processor.
 
 The glue is tested with a recording stand-in tokenizer, so it needs no vocabulary; the rest uses the real
-`groupvit_np.tokenizer.CLIPTokenizer` and the shipped vocabulary.
+`groupvit_np.preprocessing.tokenizer.CLIPTokenizer` and the shipped vocabulary.
 """
 
 from __future__ import annotations

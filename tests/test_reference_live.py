@@ -85,8 +85,8 @@ def test_gumbel_train_mode_with_fresh_noise():
     hf = ref.build_model("small_legacy", 7)
     inputs = ref.make_inputs("small_legacy", 7)
     expected = ref.run_gumbel_reference(hf, inputs["pixel_values"], seed=7)
-    from groupvit_np.vision import vision_tower
-    from groupvit_np.weights import nest
+    from groupvit_np.checkpoints.weights import nest
+    from groupvit_np.nn.vision import vision_tower
 
     params = nest({k: v.detach().numpy() for k, v in hf.state_dict().items()})
     noise = [expected[k] for k in sorted(expected) if k.startswith("gumbel_noise")]
@@ -109,7 +109,7 @@ def test_tower_checkpoints_saved_by_transformers_load_into_the_tower_models(towe
     from transformers import GroupViTVisionModel as HFVision
 
     from groupvit_np import GroupViTTextModel, GroupViTVisionModel
-    from groupvit_np.weights import CheckpointError
+    from groupvit_np.errors import CheckpointError
 
     full = ref.build_model("hf_tiny", 5)
     inputs = ref.make_inputs("hf_tiny", 5)

@@ -9,7 +9,7 @@ from parity import assert_close
 
 from groupvit_np import GroupViTModel
 from groupvit_np.backend import to_numpy
-from groupvit_np.resize import bicubic_matrix, bilinear_matrix, resize_grid, resize_position_table
+from groupvit_np.nn.resize import bicubic_matrix, bilinear_matrix, resize_grid, resize_position_table
 
 like = np.zeros(1)
 
@@ -58,7 +58,7 @@ def test_matches_torch_interpolate(size):
 def test_embeddings_match_hf_interpolate_pos_encoding(hw):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from groupvit_np.vision import vision_embeddings
+    from groupvit_np.nn.vision import vision_embeddings
 
     d = FIXTURES / "model_hf_tiny"
     hf = transformers.GroupViTModel.from_pretrained(d).double().eval()

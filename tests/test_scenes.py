@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from groupvit_np.scenes import (
+from groupvit_np.tasks.scenes import (
     CLASS_NAMES,
     COLOURS,
     EXAMPLE_SEED,
@@ -86,7 +86,9 @@ def test_demo_vocabulary_is_word_level():
     assert vocab["<|startoftext|>"] == config["bos_token_id"] == len(vocab) - 2
     assert vocab["<|endoftext|>"] == config["eos_token_id"] == len(vocab) - 1
     assert all(w + "</w>" in vocab for w in WORDS)
-    from groupvit_np.tokenizer import CLIPTokenizer  # an import error of the package is a failure, not a skip
+    from groupvit_np.preprocessing.tokenizer import (
+        CLIPTokenizer,  # an import error of the package is a failure, not a skip
+    )
 
     tok = CLIPTokenizer.from_pretrained(DEMO)
     ids = tok("a red circle and a blue star")["input_ids"]
@@ -105,7 +107,7 @@ def test_shipped_example_is_the_generator_output():
 def test_demo_checkpoint_classifies_held_out_scenes():
     """Semantic check: single-object held-out scenes against the 16 prompts (measured 0.9+ on 400; 48 here)."""
     from groupvit_np import GroupViTModel
-    from groupvit_np.tokenizer import CLIPTokenizer
+    from groupvit_np.preprocessing.tokenizer import CLIPTokenizer
 
     pre = json.loads((DEMO / "preprocessor_config.json").read_text(encoding="utf-8"))
     images, _, scenes = make_scenes(SEED_RANGES["classification"] + np.arange(48), objects=(1, 1))

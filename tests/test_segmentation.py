@@ -14,18 +14,13 @@ from PIL import Image
 
 from groupvit_np import GroupViTModel, GroupViTVisionModel
 from groupvit_np._resources import data_dir
-from groupvit_np.classify import encode_text
-from groupvit_np.datasets import IGNORE_INDEX, dataset_labels
-from groupvit_np.scenes import make_scene
-from groupvit_np.segmentation import (
-    hf_segment,
-    rescale_size,
-    resize_linear,
-    segment,
-    segmentation_pixels,
-    sliding_windows,
-)
-from groupvit_np.tokenizer import CLIPTokenizer
+from groupvit_np.preprocessing.tokenizer import CLIPTokenizer
+from groupvit_np.tasks.classify import encode_text
+from groupvit_np.tasks.datasets import IGNORE_INDEX, dataset_labels
+from groupvit_np.tasks.scenes import make_scene
+from groupvit_np.tasks.segmentation import segment
+from groupvit_np.tasks.segmentation_hf import hf_segment
+from groupvit_np.tasks.segmentation_input import rescale_size, resize_linear, segmentation_pixels, sliding_windows
 
 SHARPEN = 24.0
 
@@ -326,7 +321,7 @@ def test_sliding_windows_cover_like_mmseg():
 
 def test_hf_segment_is_argmax_of_hf_segmentation_logits(model, tokenizer):
     image = scene(224, 224)  # at 224 the processor's crop is the whole image and no resize happens
-    from groupvit_np.image import CLIPImageProcessor
+    from groupvit_np.preprocessing.image_processor import CLIPImageProcessor
 
     names = NAMES[:4]
     enc = tokenizer([f"a photo of a {n}." for n in names], padding=True, return_tensors="np")
@@ -339,7 +334,7 @@ def test_hf_segment_is_argmax_of_hf_segmentation_logits(model, tokenizer):
 
 def test_hf_segment_background_is_a_threshold_on_the_weighted_cosine(model, tokenizer):
     image = scene(224, 224)  # the crop is the whole image: labels are the logits' argmax, no resize
-    from groupvit_np.image import CLIPImageProcessor
+    from groupvit_np.preprocessing.image_processor import CLIPImageProcessor
 
     names = NAMES[:4]
     enc = tokenizer([f"a photo of a {n}." for n in names], padding=True, return_tensors="np")

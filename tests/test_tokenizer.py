@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from groupvit_np.tokenizer import CLIPTokenizer, bpe_merge, bytes_to_unicode, get_pairs, vocab_from_merges
+from groupvit_np.preprocessing.bpe import bpe_merge, bytes_to_unicode, get_pairs
+from groupvit_np.preprocessing.tokenizer import CLIPTokenizer
+from groupvit_np.preprocessing.vocab import vocab_from_merges
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import clip_vocab  # noqa: E402
@@ -198,7 +200,7 @@ def test_save_and_load_round_trip(tok, tmp_path):
 
 
 def test_package_does_not_import_torch_or_transformers():
-    code = "import sys, groupvit_np.tokenizer as t; t.CLIPTokenizer()('a'); "
+    code = "import sys, groupvit_np.preprocessing.tokenizer as t; t.CLIPTokenizer()('a'); "
     code += "print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

@@ -60,7 +60,7 @@ def test_leave_one_out_rows_name_the_other_phrases():
 
 
 def test_eval_cli_scores():
-    from groupvit_np.scenes import make_scenes
+    from groupvit_np.tasks.scenes import make_scenes
 
     scores = tool("eval_cli").scores
     _, gt, scenes = make_scenes(30_000_000 + np.arange(6))

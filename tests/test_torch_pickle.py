@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from nvlabs_helpers import TINY
 
-from groupvit_np.torch_pickle import OpaqueObject, TorchPickleError, load_torch_file
+from groupvit_np.checkpoints.torch_allowlist import OpaqueObject
+from groupvit_np.checkpoints.torch_zip import load_torch_file
+from groupvit_np.errors import TorchPickleError
 
 # ---------------------------------------------------------------------------------------------------------------
 # Hand-built archives: protocol-2 opcodes, as torch.save writes them.

@@ -21,7 +21,7 @@ from safetensors.numpy import load_file, save_file
 from groupvit_np import __version__
 from groupvit_np._resources import data_dir
 from groupvit_np.cli import main
-from groupvit_np.scenes import make_scene
+from groupvit_np.tasks.scenes import make_scene
 
 DEMO = data_dir("weights") / "groupvit-demo-scenes"
 TINY = data_dir("weights") / "groupvit-tiny-random"
@@ -138,8 +138,9 @@ def test_nan_weights_are_an_error_naming_the_checkpoint(nan_checkpoint, scene, t
 
 def test_library_segment_refuses_nan_too(nan_checkpoint, scene):
     from groupvit_np import CLIPTokenizer, GroupViTModel
-    from groupvit_np.classify import NonFiniteError, classify
-    from groupvit_np.segmentation import hf_segment, segment
+    from groupvit_np.tasks.classify import NonFiniteError, classify
+    from groupvit_np.tasks.segmentation import segment
+    from groupvit_np.tasks.segmentation_hf import hf_segment
 
     model, tokenizer = GroupViTModel.from_pretrained(nan_checkpoint), CLIPTokenizer.from_pretrained(nan_checkpoint)
     for run in (segment, hf_segment, classify):
@@ -279,7 +280,7 @@ def test_evaluate_errors_name_the_annotation(tmp_path, capsys, truth, reason):
 def test_a_folder_given_as_an_image(tmp_path, capsys, command):
     rc, _, err = cli([command, tmp_path, "--labels", "red circle,blue star"], capsys)
     assert rc == 1 and one_line(err) == f"groupvit-np {command}: error: {tmp_path} is a folder, not an image file"
-    from groupvit_np.image import load_image
+    from groupvit_np.preprocessing.image import load_image
 
     with pytest.raises(IsADirectoryError, match="is a folder, not an image file"):
         load_image(tmp_path)
@@ -332,9 +333,9 @@ def test_version(capsys):
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_a_large_image_is_decoded_smaller_with_a_progress_line(tmp_path, capsys, monkeypatch, fmt):
-    monkeypatch.setattr("groupvit_np.command_steps.LONG_IMAGE", 100_000)  # for 16 and 64 Mpx and 1024 px, at
-    monkeypatch.setattr("groupvit_np.command_steps.LARGE_IMAGE", 100_000)  # test sizes
-    monkeypatch.setattr("groupvit_np.command_steps.REDUCE_TO", 64)
+    monkeypatch.setattr("groupvit_np.cli.inputs.LONG_IMAGE", 100_000)  # for 16 and 64 Mpx and 1024 px, at
+    monkeypatch.setattr("groupvit_np.cli.inputs.LARGE_IMAGE", 100_000)  # test sizes
+    monkeypatch.setattr("groupvit_np.cli.inputs.REDUCE_TO", 64)
     path = tmp_path / f"big.{fmt.lower()}"
     Image.fromarray(make_scene(2, size=64).image).resize((400, 300)).save(path, format=fmt)
     if fmt == "JPEG":  # the decoder's DCT scaling, not a reduce() of the full-size pixels
@@ -352,7 +353,7 @@ def test_a_large_image_is_decoded_smaller_with_a_progress_line(tmp_path, capsys,
 
 
 def test_a_long_image_gets_a_progress_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("groupvit_np.command_steps.LONG_IMAGE", 100_000)  # for 4096 x 4096, at a test size
+    monkeypatch.setattr("groupvit_np.cli.inputs.LONG_IMAGE", 100_000)  # for 4096 x 4096, at a test size
     path = tmp_path / "long.png"
     Image.fromarray(make_scene(2, size=64).image).resize((400, 300)).save(path)
     rc, out, err = cli(["segment", path, "--labels", "red circle", "--json", "--out", tmp_path], capsys)
@@ -361,7 +362,7 @@ def test_a_long_image_gets_a_progress_line(tmp_path, capsys, monkeypatch):
 
 
 def test_load_image_reduces_only_by_whole_factors(tmp_path):
-    from groupvit_np.image import load_image
+    from groupvit_np.preprocessing.image import load_image
 
     path = tmp_path / "x.jpg"
     Image.fromarray(make_scene(3, size=64).image).resize((1000, 700)).save(path)
@@ -373,7 +374,7 @@ def test_load_image_reduces_only_by_whole_factors(tmp_path):
 
 
 def test_labels_outside_latin_script_get_a_font_that_draws_them():
-    from groupvit_np.viz import fonts_for, missing_chars
+    from groupvit_np.tasks.fonts import fonts_for, missing_chars
 
     fonts = fonts_for(["cat", "café", "кот"], 20)
     assert fonts["cat"] is not None and not missing_chars(fonts["cat"], "cat")
@@ -383,9 +384,9 @@ def test_labels_outside_latin_script_get_a_font_that_draws_them():
 
 
 def test_names_no_font_draws_are_reported_once(scene, tmp_path, capsys, monkeypatch):
-    import groupvit_np.viz as viz
+    import groupvit_np.tasks.fonts as fonts
 
-    monkeypatch.setattr(viz, "FONT_FILES", ())  # only Pillow's own font, which has no "é" and no "猫"
+    monkeypatch.setattr(fonts, "FONT_FILES", ())  # only Pillow's own font, which has no "é" and no "猫"
     rc, _, err = cli(["segment", scene, scene, "--labels", "café,猫,red circle", "--out", tmp_path], capsys)
     assert rc == 0
     lines = [line for line in err.splitlines() if "font" in line]

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from groupvit_np.datasets import IGNORE_INDEX, custom_labels, dataset_labels, generated_colours, voc_palette
-from groupvit_np.viz import blend, display_size, group_overlay, label_png, overlay, panel, save_png, save_segmentation
+from groupvit_np.tasks.datasets import IGNORE_INDEX, custom_labels, dataset_labels, generated_colours, voc_palette
+from groupvit_np.tasks.viz import (
+    blend,
+    display_size,
+    group_overlay,
+    label_png,
+    overlay,
+    panel,
+    save_png,
+    save_segmentation,
+)
 
 
 def two_regions(h=120, w=200):
@@ -104,7 +113,7 @@ def test_group_overlay_and_panel():
 
 
 def test_save_segmentation_draws_big_photos_smaller(tmp_path):
-    from groupvit_np.segmentation import SegmentationResult
+    from groupvit_np.tasks.label_maps import SegmentationResult
 
     rng = np.random.default_rng(0)
     h, w = 1700, 2000

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from groupvit_np.scenes import CLASS_NAMES, SEED_RANGES, make_scenes  # noqa: E402
+from groupvit_np.tasks.scenes import CLASS_NAMES, SEED_RANGES, make_scenes  # noqa: E402
 
 N_CLASSES = len(CLASS_NAMES)
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_demo import MAX_TEXT, pixel_values  # noqa: E402
 
-from groupvit_np.scenes import CLASS_NAMES, SEED_RANGES, class_prompt, make_scenes  # noqa: E402
+from groupvit_np.tasks.scenes import CLASS_NAMES, SEED_RANGES, class_prompt, make_scenes  # noqa: E402
 
 N_CLASSES = len(CLASS_NAMES)
 
@@ -85,12 +85,12 @@ def run_scenes(model, tok, images, chunk: int = 100) -> dict[str, np.ndarray]:
 def original_scores(res, top_k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Original-style per-pixel class scores [B, C, H, W] and each image's best group score [B].
 
-    Uses `groupvit_np.segmentation` (group_class_scores, pixel_scores) when it is importable, else the same
+    Uses `groupvit_np.tasks.segmentation` (group_class_scores, pixel_scores) when it is importable, else the same
     rule written here: each pixel takes its argmax group's scores pre * post (post: softmax over the top-5).
     """
     s = min(float(res["scale"]), 100.0)
     try:
-        from groupvit_np.segmentation import group_class_scores, pixel_scores
+        from groupvit_np.tasks.segmentation import group_class_scores, pixel_scores
     except ImportError:
         group_class_scores = None
     out, best = [], []
@@ -110,7 +110,7 @@ def original_scores(res, top_k: int = 5) -> tuple[np.ndarray, np.ndarray]:
             score = pre * post
             out.append(np.moveaxis(score[res["grouping"][i].argmax(0)], -1, 0))  # [C, H, W]
         best.append(float(score.max()))
-    res["original_impl"] = "groupvit_np.segmentation" if group_class_scores is not None else "tools/eval_demo.py"
+    res["original_impl"] = "groupvit_np.tasks.segmentation" if group_class_scores is not None else "tools/eval_demo.py"
     return np.stack(out), np.asarray(best)
 
 

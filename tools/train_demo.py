@@ -1,4 +1,4 @@
-"""Train the small demo GroupViT on procedural scenes (`groupvit_np.scenes`) with Hugging Face's GroupViTModel.
+"""Train the small demo GroupViT on procedural scenes (`groupvit_np.tasks.scenes`) with Hugging Face's GroupViTModel.
 
     python tools/train_demo.py --out /tmp/demo       # the shipped recipe, all defaults (about an hour on one thread)
     python tools/train_demo.py --out /tmp/smoke --smoke   # seconds: 10 steps of batch 16
@@ -36,7 +36,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from groupvit_np.scenes import CLASS_NAMES, EXAMPLE_SEED, SEED_RANGES, WORDS, class_prompt, make_scene, make_scenes  # noqa: E402
+from groupvit_np.tasks.scenes import (  # noqa: E402
+    CLASS_NAMES,
+    EXAMPLE_SEED,
+    SEED_RANGES,
+    WORDS,
+    class_prompt,
+    make_scene,
+    make_scenes,
+)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

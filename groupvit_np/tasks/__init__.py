@@ -1,0 +1,1 @@
+"""What the model is used for: zero-shot segmentation and classification, evaluation, label sets, pictures."""
