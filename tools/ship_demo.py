@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from groupvit_np.scenes import CLASS_NAMES  # noqa: E402
+from groupvit_np.tasks.scenes import CLASS_NAMES  # noqa: E402
 
 FROM_RUN = ("config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json",
             "special_tokens_map.json", "preprocessor_config.json", "example.png", "train_log.jsonl")  # fmt: skip
