@@ -1,4 +1,4 @@
-"""groupvit-np: GroupViT as explicit Array API code (NumPy, CuPy), exact against Hugging Face transformers.
+"""groupvit-np: GroupViT as explicit Array API code (NumPy, CuPy, JAX, torch), exact against Hugging Face transformers.
 
 Names are imported lazily, so `import groupvit_np` is cheap and the CLI starts fast.
 """

@@ -45,6 +45,14 @@ def test_matching_with_min_mass_skips_empty_groups():
     assert matched_groups(table, np.array([0.0, 0.0, 1.0]), [0, 1], 0.02) == (0, 1)
 
 
+def test_matching_losses_need_a_final_group_per_phrase(capsys):
+    parse_args = tool("train_demo").parse_args
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x", "--groups", "16,2", "--loo", "1"])
+    assert "at least 3 final groups" in capsys.readouterr().err
+    assert parse_args(["--out", "x", "--groups", "16,2"]).groups == "16,2"  # the shipped-style losses need none
+
+
 def test_leave_one_out_rows_name_the_other_phrases():
     from types import SimpleNamespace
 

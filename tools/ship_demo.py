@@ -7,7 +7,8 @@
 Copies the weights, tokenizer, preprocessor config, example picture and training log from the run, the metrics and
 the picture of held-out scenes from the evaluation, and writes `segmentation.json`: the background thresholds that
 `eval_demo.py` chose on the validation scenes, and as the default method the inference that scored higher there
-(never the test scenes). `MODEL_CARD.md` is written by hand and left as it is. Each file is replaced atomically.
+(never the test scenes). `MODEL_CARD.md`, weights/README.md and the README are written by hand and left as they
+are (the closing message lists them). Each file is replaced atomically.
 """
 
 from __future__ import annotations
@@ -63,9 +64,9 @@ def ship(run: Path, evaluation: Path, dest: Path) -> dict:
     missing += [str(evaluation / n) for n in FROM_EVAL if not (evaluation / n).is_file()]
     if missing:
         sys.exit(f"ship_demo: missing {', '.join(missing)}")
-    size = sum((run / n).stat().st_size for n in FROM_RUN)
+    size = sum((run / n).stat().st_size for n in FROM_RUN) + sum((evaluation / n).stat().st_size for n in FROM_EVAL)
     if size > MAX_BYTES:
-        sys.exit(f"ship_demo: {run} holds {size / 2**20:.1f} MiB, over the 16 MiB limit")
+        sys.exit(f"ship_demo: the checkpoint would hold {size / 2**20:.1f} MiB, over the 16 MiB limit")
     dest.mkdir(parents=True, exist_ok=True)
     for name in FROM_RUN:
         _copy_atomic(run / name, dest / name)
@@ -88,4 +89,6 @@ if __name__ == "__main__":
     a = p.parse_args()
     chosen = ship(a.run, a.evaluation, a.dest)
     print(f"wrote {a.dest}: method {chosen['method']}, threshold_hf {chosen['threshold_hf']}, "
-          f"threshold_original {chosen['threshold_original']}; now update MODEL_CARD.md by hand")  # fmt: skip
+          f"threshold_original {chosen['threshold_original']}. By hand: MODEL_CARD.md (recipe, metrics, limits), "
+          "weights/README.md (SHA-256, size, recipe row), the README's example paragraph, then rebuild the "
+          "notebooks (tools/build_notebooks.py) and read their CHECKPOINT-DEPENDENT sentences")  # fmt: skip

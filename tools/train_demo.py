@@ -618,6 +618,11 @@ def export_state(state_dir: Path, folder: Path) -> None:
                         args.seed)  # fmt: skip
     model.load_state_dict(state["model"])
     export(model, folder, args.size)
+    log = state_dir / "train_log.jsonl"
+    if log.is_file() and log.resolve() != (folder / "train_log.jsonl").resolve():  # the log up to the state's step
+        kept = [line for line in log.read_text(encoding="utf-8").splitlines()
+                if "step" not in json.loads(line) or json.loads(line)["step"] < state["step"]]  # fmt: skip
+        _write_atomic(folder / "train_log.jsonl", "\n".join(kept) + "\n")
     print(f"exported step {state['step']} of {state_dir} to {folder}", file=sys.stderr)
 
 
@@ -658,6 +663,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.smoke:
         args.steps, args.batch = 10, 16
+    if (args.match or args.loo) and int(args.groups.split(",")[-1]) < 3:  # a scene has up to 3 phrases
+        p.error("--match and --loo need at least 3 final groups (--groups), one for each phrase of a caption")
     return args
 
 

@@ -118,8 +118,8 @@ def erf(x: Any) -> Any:
     xp = namespace(x)
     if x.dtype == xp.float32:
         return _erf_float32(x)
-    a = xp.abs(x)
-    small, mid = a < 0.84375, (a >= 0.84375) & (a < 1.25)
+    a = xp.abs(x)  # [...] like x
+    small, mid = a < 0.84375, (a >= 0.84375) & (a < 1.25)  # [...] bool each
     if writes_in_place(x) and boolean_indexing(xp):
         mag = xp.ones_like(x)  # |x| >= 6 (and inf): erf is 1 to double precision
         mag[small] = _erf_small(a[small])
@@ -129,15 +129,15 @@ def erf(x: Any) -> Any:
         nan = xp.isnan(x)
         mag[nan] = x[nan]
         return xp.copysign(mag, x)  # odd function; keeps erf(-0.0) = -0.0
-    far, far_b = (a >= 1.25) & (a < 6.0), a >= 1 / 0.35
+    far, far_b = (a >= 1.25) & (a < 6.0), a >= 1 / 0.35  # [...] bool each
     rational = tuple(
         tuple(xp.where(far_b, xp.full_like(a, b), c) for c, b in zip_longest(*pair, fillvalue=0.0))
         for pair in zip(_ERFC_A, _ERFC_B, strict=True)
     )  # R and S coefficients of each element's tail, [...] each
-    mag = xp.where(xp.isnan(x), x, xp.ones_like(x))
-    mag = xp.where(far, _erf_tail(xp.clip(a, 1.25, 6.0), rational), mag)
-    mag = xp.where(mid, _erf_mid(xp.clip(a, 0.84375, 1.25)), mag)
-    mag = xp.where(small, _erf_small(xp.clip(a, 0.0, 0.84375)), mag)
+    mag = xp.where(xp.isnan(x), x, xp.ones_like(x))  # [...] like x: |x| >= 6 gives 1, NaN stays NaN
+    mag = xp.where(far, _erf_tail(xp.clip(a, 1.25, 6.0), rational), mag)  # [...]
+    mag = xp.where(mid, _erf_mid(xp.clip(a, 0.84375, 1.25)), mag)  # [...]
+    mag = xp.where(small, _erf_small(xp.clip(a, 0.0, 0.84375)), mag)  # [...]
     return xp.copysign(mag, x)
 
 
