@@ -67,6 +67,22 @@ def test_leave_one_out_rows_name_the_other_phrases():
     assert rows[1, :2].tolist() == [0, 1] and np.flatnonzero(rows[1, 2:]).tolist() == [4]
 
 
+def test_shared_colour_batches_are_drawn_from_captions_and_repeat_on_resume():
+    train_demo = tool("train_demo")
+    from groupvit_np.tasks.scenes import make_scene
+
+    assert train_demo.shares_colour((4, 1)) and not train_demo.shares_colour((1, 5, 9))  # red star + red circle
+    plain = train_demo.parse_args(["--out", "x", "--batch", "8", "--seed", "1"])
+    assert train_demo.train_seeds(3, plain).tolist() == list(range(1_000_024, 1_000_032))  # the shipped draw
+    mixed = train_demo.parse_args(["--out", "x", "--batch", "8", "--seed", "1", "--shared-colour", "0.5"])
+    seeds = train_demo.train_seeds(3, mixed)
+    assert seeds[4:].tolist() == list(range(1_000_028, 1_000_032))  # the other half stays the natural draw
+    shared = [make_scene(int(s)).class_ids for s in seeds[:4]]
+    assert all(len({(k - 1) // 4 for k in ids}) < len(ids) for ids in shared), shared  # a colour twice in each
+    assert all(1_500_000 <= s < 20_000_000 for s in seeds[:4])  # training seeds, apart from the plain slots
+    assert train_demo.train_seeds(3, mixed).tolist() == seeds.tolist()  # a function of (seed, step)
+
+
 def test_eval_cli_scores():
     from groupvit_np.tasks.scenes import make_scenes
 

@@ -372,6 +372,31 @@ def texture_at(step: int, args, rng: np.random.Generator, n: int) -> np.ndarray:
     return np.minimum(1.0, ceiling * rng.uniform(0, 1.25, size=n))
 
 
+def shares_colour(class_ids) -> bool:
+    """Whether two objects of a scene have the same colour (class id 1 + 4 * colour + shape)."""
+    colours = [(k - 1) // 4 for k in class_ids]
+    return len(set(colours)) < len(colours)
+
+
+def train_seeds(step: int, args) -> np.ndarray:
+    """The scene seeds of one step [batch]: a function of (seed, step) only, so a resumed run draws the same data.
+
+    With `--shared-colour p` the first round(p * batch) slots hold scenes in which two objects share a colour
+    ("a yellow circle and a yellow star"): each such slot takes the first of its 16 candidate seeds (a range of
+    its own, above the plain slots') whose scene shares a colour. Only the caption decides this, never a mask.
+    """
+
+    def shared(seed) -> bool:
+        return shares_colour(make_scene(int(seed), size=args.size, radius=tuple(args.radius)).class_ids)
+
+    base = SEED_RANGES["train"] + args.seed * 1_000_000
+    seeds = base + step * args.batch + np.arange(args.batch)  # [batch]
+    for j in range(round(args.shared_colour * args.batch)):
+        candidates = base + 500_000 + (step * args.batch + j) * 16 + np.arange(16)  # [16]
+        seeds[j] = next((c for c in candidates if shared(c)), candidates[-1])
+    return seeds
+
+
 RECIPE = (
     "seed",
     "steps",
@@ -391,6 +416,7 @@ RECIPE = (
     "match",
     "min_mass",
     "loo",
+    "shared_colour",
 )  # the arguments a resumed run must share with the interrupted one
 
 
@@ -561,7 +587,7 @@ def train(args) -> Path:
     last_save = time.time()
     bar = tqdm(range(first, args.steps), desc="train", mininterval=10, file=sys.stderr, initial=first, total=args.steps)
     for step in bar:
-        seeds = SEED_RANGES["train"] + args.seed * 1_000_000 + step * args.batch + np.arange(args.batch)
+        seeds = train_seeds(step, args)  # [batch]
         tex = texture_at(step, args, rng, args.batch)
         scenes = [make_scenes([sd], size=args.size, radius=tuple(args.radius), texture=float(t))[2][0]
                   for sd, t in zip(seeds, tex, strict=True)]  # fmt: skip
@@ -650,6 +676,12 @@ def parse_args(argv=None):
         help="matching (--match, --loo) considers only groups holding at least this share of the tokens",
     )
     p.add_argument("--loo", type=float, default=0.0, help="weight of the leave-one-group-out loss (0 = off)")
+    p.add_argument(
+        "--shared-colour",
+        type=float,
+        default=0.0,
+        help="share of each batch drawn from scenes in which two objects have the same colour (0 = natural rate)",
+    )
     p.add_argument("--init-from", metavar="STATE", help="start from the weights of another run's state.pt")
     p.add_argument("--bg-present", type=int, default=1, help="group loss also asks one group to pick 'nothing'")
     p.add_argument("--curriculum", type=float, default=0.3, help="fraction of steps over which stripes ramp in")
