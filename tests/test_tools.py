@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,10 @@ def test_interrupted_training_continues_bit_for_bit(tmp_path):
     train(tmp_path / "resumed", "--resume")
     straight = (tmp_path / "straight" / "model.safetensors").read_bytes()
     assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == straight
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for f in (tmp_path / "straight").iterdir():  # written files follow the umask (0644 under 022), not 0600
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
     log = (tmp_path / "resumed" / "train_log.jsonl").read_text()
     assert '"resumed_at_step": 4' in log and '"done": 10' in log
     # a different recipe cannot resume the run

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from groupvit_np.config import as_if_created  # noqa: E402
 from groupvit_np.tasks.scenes import (  # noqa: E402
     CLASS_NAMES,
     EXAMPLE_SEED,
@@ -628,6 +629,7 @@ def export(model, folder: Path, size: int) -> None:
     """The shippable files: model (eval mode, safetensors), preprocessor config and example image."""
     model.eval()
     model.save_pretrained(str(folder), safe_serialization=True)
+    as_if_created(folder / "model.safetensors")  # transformers writes it 0600; give it the umask's mode, as the rest
     write_preprocessor(folder, size)
     write_example(folder, size)
 
