@@ -161,7 +161,7 @@ print("max |LN(x + pos) - (LN(x) + pos)| =",
       round(float(np.abs(layer_norm(tokens + table, emb["layernorm"]) - x0).max()), 3))  # fmt: skip
 
 # %% [markdown]
-# <!-- CHECKPOINT-DEPENDENT: "position rows are short next to the tokens" (8x8 checkpoint: 6% of a token's length). -->
+# <!-- CHECKPOINT-DEPENDENT: "position rows are short next to the tokens" (16x16 checkpoint: 8% of a token). -->
 # The normalised tokens have length close to $\sqrt{D}$ (the learned $\gamma$ and $\beta$ move it a little
 # from the exact value), while the position rows are short next to them: adding the table moves a token by a
 # small fraction of its length (printed above). Position is a small, consistent offset that attention can still
@@ -197,12 +197,16 @@ print(f"layout: mean cosine interior-interior {cos_all[~border][:, ~border].mean
       f"{cos_all[border][:, border].mean():.2f}, interior-border {cos_all[~same_side].mean():.2f}")  # fmt: skip
 
 # %% [markdown]
-# <!-- CHECKPOINT-DEPENDENT: which structure the demo table shows (8x8 checkpoint: some of both, border strongest). -->
+# <!-- CHECKPOINT-DEPENDENT: which structure the demo table shows (16x16 checkpoint: both; centre, ring, edge). -->
 # Read the picture with those two lines. A neighbourhood shows as neighbours clearly more similar than distant
-# positions; a layout as high cosines within the interior and within the border and a low one between them. The
-# 8x8 demo table has some of both, and the border/interior contrast is the strongest (it is what the picture
-# shows): a plausible lesson from the demo's scenes, where objects are placed away from the edges, so border
-# patches are nearly always background.
+# positions; a layout as high cosines within the interior and within the border and a low one between them. The 16x16
+# demo table has both. Neighbours are alike and distant positions unrelated (the first line). And it has learned a
+# layout with three parts rather than two: a central square whose positions are all alike (the first two panels), a
+# ring two or three tokens wide around it that is unlike the centre, and the outermost edge, mostly alike along its
+# length and mildly like the centre (the third panel; the border-border cosine). The interior-interior mean is low
+# because the "interior" of the second line holds both the centre and the ring. A plausible reading, from the scenes:
+# object centres lie at least one radius (2 to 3.5 tokens) from the edge, so the edge is nearly always background, the
+# centre is where objects are, and the ring is where their outlines usually fall.
 #
 # ## 3. Multi-head self-attention, the head split as shapes
 #
@@ -336,7 +340,7 @@ print(inspect.getsource(vision_stage))
 
 # %% [markdown]
 # Running the stages by hand, and the shapes at each step. The notebooks number the stages from 1: stages 1 and 2
-# group (16 then 4 output groups for the demo), stage 3 has no group tokens and is a plain transformer over the
+# group (16 then 20 output groups for the demo), stage 3 has no group tokens and is a plain transformer over the
 # final segment tokens. Stage 2's group tokens get a token-mixing projection of stage 1's, passed as
 # `prev_groups` (the library's `stage` argument is the 0-based index into the list of stages).
 
@@ -371,5 +375,6 @@ print("relative difference float32 vs float64:", _common.below(np.abs(f32 - f64)
 
 # %% [markdown]
 # **Summary.** Patch tokens are a matrix product; they are normalised, then given positions; group tokens are
-# appended and attend with the image tokens; each grouping stage ends with fewer tokens than it started with.
+# appended and attend with the image tokens; each grouping stage ends with one token per output group (here
+# 256 -> 16 -> 20: the count is set by the configuration, and need not shrink).
 # Notebook 3 opens the grouping block that does the merging.

@@ -30,7 +30,7 @@
 # 7. the two stages together: tokens to groups to segments.
 #
 # The stages are numbered from 1 in all the notebooks: stage 1 is the first grouping (16 groups in the demo
-# checkpoint), stage 2 the second (4 groups). HF's `attentions[0]` and `attentions[1]` hold their soft maps.
+# checkpoint), stage 2 the second (20 groups). HF's `attentions[0]` and `attentions[1]` hold their soft maps.
 # *Why* training makes these groups follow objects is the last section of notebook 4, once the loss is built.
 
 # %%
@@ -153,10 +153,11 @@ print("max |by hand - vision_tower attentions[0]|:", _common.below(np.abs(soft -
 
 # %% [markdown]
 # The two softmaxes side by side, on the same logits. Over groups (left), every column sums to 1, so every
-# token is fully owned, and the total each group receives (below) varies: big groups, small groups, empty ones.
-# Over tokens (right), every *row* sums to 1 instead: each group takes the same total, and nothing makes a
-# token's total membership 1 (below right). It is `S/N` on average, and a token can be claimed several times
-# over or hardly at all. That is attention, not a partition.
+# token is fully owned, and the total each group receives (below) varies: big groups and small ones (the hard
+# assignment of section 6 leaves some groups empty). Over tokens (right), every *row* sums to 1 instead: each
+# group takes the same total, and nothing makes a token's total membership 1 (below right). It is `S/N` on
+# average, and a token can be claimed more than once or, far more often here, hardly at all. That is
+# attention, not a partition.
 
 # %%
 by_token = softmax(logits, axis=-1)  # ordinary attention: each group's row sums to 1

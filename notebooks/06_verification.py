@@ -131,11 +131,11 @@ if fixture is not None:
 # group in both implementations, and the float64 comparison tests everything else without a hidden flip. For this
 # fixture our float32 run also picks the same groups, with the pipeline's float32 error below the gap.
 #
-# What it does **not** prove: that float32 always picks what float64 (or HF's float32) picks. The margin here is
-# a factor of tens (gap against the float32 error bound), the generator *chose* the seed with the widest closest
-# gap (others were narrower), and real images, bigger models and more groups produce much closer pairs. When a
-# near-tie flips, one token changes group: a discrete change in that token's segment and a small jump in the
-# pooled outputs, not a rounding-sized difference, and not a bug in either implementation.
+# What it does **not** prove: that float32 always picks what float64 (or HF's float32) picks. The margin here is a
+# factor of tens (the gap against our float32 error on these maps, in the table above), the generator *chose* the seed
+# with the widest closest gap (others were narrower), and real images, bigger models and more groups produce much
+# closer pairs. When a near-tie flips, one token changes group: a discrete change in that token's segment and a small
+# jump in the pooled outputs, not a rounding-sized difference, and not a bug in either implementation.
 
 # %% [markdown]
 # The same table as a picture: float64 errors sit at the level of double-precision rounding, float32 errors at

@@ -105,7 +105,7 @@ def test_shipped_example_is_the_generator_output():
 
 @pytest.mark.skipif(not (DEMO / "model.safetensors").is_file(), reason="demo checkpoint not present")
 def test_demo_checkpoint_classifies_held_out_scenes():
-    """Semantic check: single-object held-out scenes against the 16 prompts (measured 0.9+ on 400; 48 here)."""
+    """Semantic check: single-object held-out scenes against the 16 prompts (measured 0.98 on 400; 48 here)."""
     from groupvit_np import GroupViTModel
     from groupvit_np.preprocessing.tokenizer import CLIPTokenizer
 
@@ -121,4 +121,21 @@ def test_demo_checkpoint_classifies_held_out_scenes():
         pixel_values=x.transpose(0, 3, 1, 2).astype(np.float32),
     )
     pred = np.asarray(out.logits_per_image).argmax(1) + 1
-    assert (pred == np.array([s.class_ids[0] for s in scenes])).mean() >= 0.8
+    assert (pred == np.array([s.class_ids[0] for s in scenes])).mean() >= 0.9  # measured 46 of 48
+
+
+@pytest.mark.skipif(not (DEMO / "model.safetensors").is_file(), reason="demo checkpoint not present")
+def test_readme_example_names_every_object(tmp_path, capsys):
+    """The README's first command on the shipped example: each object's pixels mostly carry its own label, and the
+    background stays background (what the README's example paragraph says), against the generator's mask."""
+    from PIL import Image
+
+    from groupvit_np.cli import main
+
+    names = ["red circle", "blue star", "green square"]
+    assert main(["segment", str(DEMO / "example.png"), "--labels", ",".join(names), "--out", str(tmp_path)]) == 0
+    labels = np.asarray(Image.open(tmp_path / "example_labels.png"))  # [H, W]: 0 background, k = names[k - 1]
+    mask = make_scene(EXAMPLE_SEED).mask  # [H, W] class ids
+    for k, name in enumerate(names, start=1):
+        assert np.bincount(labels[mask == CLASS_NAMES.index(name) + 1], minlength=4).argmax() == k, name
+    assert (labels[mask == 0] == 0).mean() > 0.9  # measured 0.93: the masks spill a token or so past the edges

@@ -1,6 +1,8 @@
 """Train the small demo GroupViT on procedural scenes (`groupvit_np.tasks.scenes`) with Hugging Face's GroupViTModel.
 
-    python tools/train_demo.py --out /tmp/demo       # the shipped recipe, all defaults (about an hour on one thread)
+    python tools/train_demo.py --out /tmp/demo --patch 4 --depths 3,2,1 --groups 16,20 --batch 64 --steps 6000 \
+        --match 1 --min-mass 0.02 --loo 1 --threads 2     # the shipped recipe (issue 18; about 2 hours on 2 cores)
+    python tools/train_demo.py --out /tmp/first      # issue 9's first checkpoint: all defaults (an hour, 1 thread)
     python tools/train_demo.py --out /tmp/smoke --smoke   # seconds: 10 steps of batch 16
 
 See docs/demo-training.md for the recipe and the experiments behind it.
