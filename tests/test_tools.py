@@ -84,6 +84,18 @@ def test_shared_colour_batches_are_drawn_from_captions_and_repeat_on_resume():
     assert train_demo.train_seeds(3, mixed).tolist() == seeds.tolist()  # a function of (seed, step)
 
 
+def test_presence_loss_counts_the_best_twentieth_of_the_tokens():
+    torch = pytest.importorskip("torch")
+    presence_loss = tool("train_demo").presence_loss
+    present = torch.tensor([[1.0, 0.0]])  # the caption names phrase 0, not phrase 1
+    q = torch.zeros(1, 40, 3)  # 40 tokens: phrase 0, phrase 1, "nothing"
+    q[0, :, 2] = 1.0
+    q[0, :2] = torch.tensor([1.0, 0.0, 0.0])  # phrase 0 owns 2 tokens = 1/20 of them: fully present
+    assert float(presence_loss(q, present)) < 1e-5
+    q[0, 1] = torch.tensor([0.0, 0.0, 1.0])  # only 1 token: presence is the mean of the best 2, 0.5
+    assert float(presence_loss(q, present)) == pytest.approx(np.log(2) / 3, rel=1e-4)  # one of 3 terms is -log 0.5
+
+
 def test_eval_cli_scores():
     from groupvit_np.tasks.scenes import make_scenes
 

@@ -22,6 +22,8 @@ Losses (weights on the command line):
   group picks "nothing" (`match_loss`). `--min-mass` lets only groups that hold tokens be matched.
 - `loo` (off by default): leave one group out. The image pooled without the group matched to a phrase must show
   only the scene's other phrases (`leave_one_out_rows`), so no other group may carry that phrase.
+- `token` (off by default): the `pixel` presence loss read from each image token *before* stage 1 groups it, through
+  a training-only head (not saved in the checkpoint), so that the shape reaches the tokens that grouping sorts.
 Runs are resumable (`--resume`, from the atomic `state.pt` written every few minutes) and log validation proxies.
 """
 
@@ -212,6 +214,21 @@ def soft_ce(logits, targets):
     return -(targets * logits.log_softmax(-1)).sum(-1).mean()
 
 
+def presence_loss(q, present):
+    """Multiple-instance presence from per-token distributions `q` [B, N, C+1] over the phrases and "nothing":
+    a phrase is present by the mean of its best 5% of tokens (an object covers at least that), "nothing" by the
+    mean of its best half (at least half of a scene is background); binary cross-entropy against the caption's
+    phrases `present` [B, C] and "background is present"."""
+    import torch
+    import torch.nn.functional as F
+
+    b, n_tok = q.shape[0], q.shape[1]
+    obj = q[..., :-1].topk(max(1, n_tok // 20), dim=1).values.mean(1)  # [B, C]
+    bg = q[..., -1].topk(n_tok // 2, dim=1).values.mean(1, keepdim=True)  # [B, 1]
+    prob = torch.cat([obj, bg], dim=1).clamp(1e-6, 1 - 1e-6)
+    return F.binary_cross_entropy(prob, torch.cat([present, torch.ones(b, 1)], dim=1))
+
+
 def losses(model, extra, images, scenes, texts: TextCache, weights):
     """The weighted training losses for one batch (see the module docstring); returns (total, dict of floats)."""
     import torch
@@ -219,7 +236,12 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
 
     b = len(scenes)
     soft_maps = bool(weights["pixel"] or weights["match"] or weights["loo"])
+    stage1 = []  # --token: the output of stage 1's last layer, image tokens then group tokens [B, N + G, D]
+    last = model.vision_model.encoder.stages[0].layers[-1]
+    hook = last.register_forward_hook(lambda _m, _i, out: stage1.append(out[0])) if weights["token"] else None
     vis = model.vision_model(pixel_values=images, output_attentions=soft_maps)
+    if hook is not None:
+        hook.remove()
     groups = vis.last_hidden_state  # [B, S, D], after the final LayerNorm
     s_out = groups.shape[1]
     # one BatchNorm call for pooled and per-group features so it sees both (both are used at inference)
@@ -281,12 +303,12 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
         parts["loo"] = soft_ce(ll, keep_phrases / keep_phrases.sum(1, keepdim=True)) if len(ll) else ll.sum()
     if weights["pixel"]:  # the same choice seen through the soft pixel -> group maps (what segmentation uses)
         choice = choice_logits.softmax(-1)  # [B, S, C+1]
-        q = att @ choice  # [B, N, C+1]: each token's class distribution through its groups
-        n_tok = q.shape[1]
-        obj = q[..., :-1].topk(max(1, n_tok // 20), dim=1).values.mean(1)  # [B, C]: an object covers >= 5% of tokens
-        bg = q[..., -1].topk(n_tok // 2, dim=1).values.mean(1, keepdim=True)  # [B, 1]: >= half is background
-        prob = torch.cat([obj, bg], dim=1).clamp(1e-6, 1 - 1e-6)
-        parts["pixel"] = F.binary_cross_entropy(prob, torch.cat([present, torch.ones(b, 1)], dim=1))
+        parts["pixel"] = presence_loss(att @ choice, present)  # [B, N, C+1]: each token's choice through its groups
+    if weights["token"]:  # the same presence read from each image token *before* stage 1 groups it
+        tok = stage1[0][:, : stage1[0].shape[1] - model.config.vision_config.num_group_tokens[0]]  # [B, N, D]
+        tl = extra["group_scale"].clamp(max=math.log(100)).exp() * F.normalize(tok @ extra["token_proj"].T, dim=-1)
+        tl = torch.cat([tl @ cls.T, extra["token_bg"].expand(b, tok.shape[1], 1)], dim=-1)  # [B, N, C+1]
+        parts["token"] = presence_loss(tl.softmax(-1), present)
     total = sum(weights[k] * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -420,6 +442,7 @@ RECIPE = (
     "min_mass",
     "loo",
     "shared_colour",
+    "token",
 )  # the arguments a resumed run must share with the interrupted one
 
 
@@ -524,12 +547,17 @@ def train(args) -> Path:
         "group_scale": torch.nn.Parameter(torch.tensor(math.log(1 / 0.07))),
         "group_bg": torch.nn.Parameter(torch.tensor(0.0)),
     })  # fmt: skip
+    if args.token:  # --token: a head from stage-1 tokens to the phrase space (training only, not in the checkpoint)
+        extra["token_proj"] = torch.nn.Parameter(
+            0.02 * torch.randn(config.projection_dim, config.vision_config.hidden_size)
+        )
+        extra["token_bg"] = torch.nn.Parameter(torch.tensor(0.0))
     if args.init_from and state is None:  # a second phase: the weights of another run, a fresh optimiser
         start = torch.load(args.init_from, weights_only=False)
         own = model.state_dict()
         fits = {k: v for k, v in start["model"].items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(fits, strict=False)  # tensors whose shape changed keep their fresh init
-        extra.load_state_dict(start["extra"])
+        extra.load_state_dict(start["extra"], strict=False)  # a head new to this phase keeps its init
         print(f"--init-from: {len(fits)} of {len(own)} tensors taken; new: {sorted(set(own) - set(fits))}",
               file=sys.stderr)  # fmt: skip
     weights = {
@@ -541,6 +569,7 @@ def train(args) -> Path:
         "match": args.match,
         "min_mass": args.min_mass,
         "loo": args.loo,
+        "token": args.token,
     }
 
     def decays(name, p):  # no weight decay on norms, biases, group tokens and position tables
@@ -680,6 +709,12 @@ def parse_args(argv=None):
         help="matching (--match, --loo) considers only groups holding at least this share of the tokens",
     )
     p.add_argument("--loo", type=float, default=0.0, help="weight of the leave-one-group-out loss (0 = off)")
+    p.add_argument(
+        "--token",
+        type=float,
+        default=0.0,
+        help="weight of the presence loss read from stage-1 tokens before grouping (0 = off)",
+    )
     p.add_argument(
         "--shared-colour",
         type=float,
