@@ -139,3 +139,10 @@ def test_readme_example_names_every_object(tmp_path, capsys):
     for k, name in enumerate(names, start=1):
         assert np.bincount(labels[mask == CLASS_NAMES.index(name) + 1], minlength=4).argmax() == k, name
     assert (labels[mask == 0] == 0).mean() > 0.9  # measured 0.93: the masks spill a token or so past the edges
+    # the README shows this command's panel: it must be the current checkpoint's. Text is drawn by Pillow's own font,
+    # which may render a little differently in another Pillow; the previous checkpoint's panel differs in 42% of
+    # its pixels, so 2% leaves room for the text and none for other weights.
+    shown = np.asarray(Image.open(DEMO.parents[1] / "docs" / "images" / "example_panel.png").convert("RGB"))
+    made = np.asarray(Image.open(tmp_path / "example_panel.png").convert("RGB"))
+    assert shown.shape == made.shape
+    assert (np.abs(shown.astype(int) - made).max(-1) > 8).mean() < 0.02
