@@ -57,12 +57,14 @@ def test_matching_losses_need_a_final_group_per_phrase(capsys):
 def test_leave_one_out_rows_name_the_other_phrases():
     from types import SimpleNamespace
 
-    rows_for = tool("train_demo").leave_one_out_rows
+    train_demo = tool("train_demo")
     table = np.full((2, 4, 17), -5.0)  # 2 scenes, 4 groups, 16 phrases + nothing
     table[0, 2, 4], table[0, 1, 9] = 0.0, 0.0  # scene 0: group 2 names class 5 (index 4), group 1 class 10
     mass = np.full((2, 4), 0.25)
     scenes = [SimpleNamespace(class_ids=[5, 10]), SimpleNamespace(class_ids=[3])]  # scene 1 has one object: no row
-    rows = rows_for(table, mass, scenes, 0.02)
+    matches = [train_demo.matched_groups(table[i], mass[i], [k - 1 for k in sc.class_ids], 0.02)
+               for i, sc in enumerate(scenes)]  # fmt: skip
+    rows = train_demo.leave_one_out_rows(scenes, matches)
     assert rows.shape == (2, 18)
     assert rows[0, :2].tolist() == [0, 2] and np.flatnonzero(rows[0, 2:]).tolist() == [9]
     assert rows[1, :2].tolist() == [0, 1] and np.flatnonzero(rows[1, 2:]).tolist() == [4]

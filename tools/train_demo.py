@@ -287,11 +287,15 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
         att = vis.attentions[0].transpose(1, 2)  # [B, N, S0]: soft maps, columns sum to 1 over groups
         for a in vis.attentions[1:]:
             att = att @ a.transpose(1, 2)  # [B, N, S]
+    if weights["match"] or weights["loo"]:  # each caption phrase's group, matched once for both losses
+        logp = choice_logits.log_softmax(-1)  # [B, S, C+1]
+        table, mass = logp.detach().numpy(), att.mean(1).detach()  # [B, S, C+1], [B, S]: token share per group
+        matches = [matched_groups(table[i], mass[i].numpy(), [k - 1 for k in sc.class_ids], weights["min_mass"])
+                   for i, sc in enumerate(scenes)]  # fmt: skip
     if weights["match"]:  # one group per caption phrase (one-to-one), every other group picks "nothing"
-        parts["match"] = match_loss(choice_logits.log_softmax(-1), att.mean(1).detach(), scenes, weights["min_mass"])
+        parts["match"] = match_loss(logp, mass, scenes, matches)
     if weights["loo"]:  # without the group that holds a phrase, the image no longer shows that phrase
-        rows = leave_one_out_rows(choice_logits.log_softmax(-1).detach().numpy(), att.mean(1).detach().numpy(),
-                                  scenes, weights["min_mass"])  # fmt: skip
+        rows = leave_one_out_rows(scenes, matches)
         # the pooled feature is the mean over groups and Linear and BatchNorm are affine maps, so the left-out
         # mean is formed after them: the same batch statistics, no second BatchNorm update
         h = hidden[b:].reshape(b, s_out, -1)  # [B, S, H]
@@ -338,43 +342,42 @@ def matched_groups(table: np.ndarray, mass: np.ndarray, phrases: list[int], min_
     return best_assignment(score)
 
 
-def leave_one_out_rows(table: np.ndarray, mass: np.ndarray, scenes, min_mass: float) -> np.ndarray:
+def leave_one_out_rows(scenes, matches) -> np.ndarray:
     """Rows (scene, group, the other phrases as a multi-hot over the classes) for every phrase of every scene with
-    two or more objects, the group being the one matched to the phrase (`matched_groups` on `table` [B, S, C+1],
-    the groups' log-probabilities, and `mass` [B, S], their token shares). The loss asks the image pooled without
-    that group to show exactly the other phrases: a phrase must live in the group that holds its object, not leak
-    into the others (whose tokens attend to the whole image). Labels come from the caption only."""
+    two or more objects, the group being the one matched to the phrase (`matches[i]`: `matched_groups` of scene
+    i, a group per phrase in caption order). The loss asks the image pooled without that group to show exactly the
+    other phrases: a phrase must live in the group that holds its object, not leak into the others (whose tokens
+    attend to the whole image). Labels come from the caption only."""
     rows = []
     for i, scene in enumerate(scenes):
         phrases = [k - 1 for k in scene.class_ids]
         if len(phrases) < 2:
             continue
-        for phrase, g in zip(phrases, matched_groups(table[i], mass[i], phrases, min_mass), strict=True):
+        for phrase, g in zip(phrases, matches[i], strict=True):
             others = np.zeros(len(CLASS_NAMES), dtype=np.int64)
             others[[q for q in phrases if q != phrase]] = 1
             rows.append([i, g, *others])
     return np.array(rows, dtype=np.int64).reshape(-1, 2 + len(CLASS_NAMES))
 
 
-def match_loss(logp, mass, scenes, min_mass: float = 0.0):
+def match_loss(logp, mass, scenes, matches):
     """Set supervision of the final groups by the caption's phrases (as DETR matches queries to objects).
 
-    `logp` [B, S, C+1]: each group's log-probabilities over the C phrases and "nothing"; `mass` [B, S]: the share
-    of image tokens each group holds. The phrases of a caption are matched one-to-one to the groups that name
-    them best (`best_assignment`). A matched group is asked for its phrase; an unmatched group for "nothing",
-    weighted by its token share, so an empty group costs nothing. A group that holds two objects can name only
-    one of them, so the other phrase needs a group of its own: the loss is meant to pull apart objects that the
-    multiple-instance loss lets share a group. Measured (docs/demo-training.md): with 4 final groups the model
-    keeps shared prototype groups; with 20 the sharing falls slowly. Labels come from the caption only.
+    `logp` [B, S, C+1]: each group's log-probabilities over the C phrases and "nothing"; `mass` [B, S]: the share of
+    image tokens each group holds; `matches[i]`: the group of each phrase of scene i (`matched_groups`: the phrases
+    of a caption matched one-to-one to the groups that name them best). A matched group is asked for its phrase; an
+    unmatched group for "nothing", weighted by its token share, so an empty group costs nothing. A group that holds
+    two objects can name only one of them, so the other phrase needs a group of its own: the loss is meant to pull
+    apart objects that the multiple-instance loss lets share a group. Measured (docs/demo-training.md): with 4 final
+    groups the model keeps shared prototype groups; with 20 the sharing falls slowly. Labels come from the caption
+    only.
     """
     import torch
 
-    table = logp.detach().numpy()  # [B, S, C+1]
     b, s_out, nothing = logp.shape[0], logp.shape[1], logp.shape[2] - 1
     rows, cols, weight = [], [], []
-    for i, scene in enumerate(scenes):
+    for i, (scene, best) in enumerate(zip(scenes, matches, strict=True)):
         phrases = [k - 1 for k in scene.class_ids]
-        best = matched_groups(table[i], mass[i].numpy(), phrases, min_mass)
         for g in range(s_out):
             rows.append(i * s_out + g)
             if g in best:
