@@ -98,6 +98,15 @@ def test_presence_loss_counts_the_best_twentieth_of_the_tokens():
     assert float(presence_loss(q, present)) == pytest.approx(np.log(2) / 3, rel=1e-4)  # one of 3 terms is -log 0.5
 
 
+def test_log_before_keeps_what_a_state_covers(tmp_path):
+    log_before = tool("train_demo").log_before
+    lines = ['{"args": {}}', '{"step": 0, "loss": 3.0}', '{"step": 25, "loss": 2.0}', '{"resumed_at_step": 20}',
+             '{"step": 50, "loss": 1.0}', '{"done": 60}']  # fmt: skip
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n")
+    assert log_before(tmp_path / "log.jsonl", 30) == [lines[0], lines[1], lines[2], lines[3], lines[5]]
+    assert log_before(tmp_path / "log.jsonl", 25) == [lines[0], lines[1], lines[3], lines[5]]  # step 25 is redone
+
+
 def test_eval_cli_scores():
     from groupvit_np.tasks.scenes import make_scenes
 

@@ -449,6 +449,13 @@ RECIPE = (
 )  # the arguments a resumed run must share with the interrupted one
 
 
+def log_before(path: Path, step: int) -> list[str]:
+    """The lines of a training log that a state at `step` covers: every record of an earlier step, and the records
+    without a step (the arguments, resume marks)."""
+    records = [(line, json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [line for line, rec in records if rec.get("step", -1) < step]
+
+
 def _save_atomic(obj, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename it into place."""
     import torch
@@ -604,8 +611,7 @@ def train(args) -> Path:
         torch.set_rng_state(state["torch_rng"])
         first, spent = state["step"], state["seconds"]
         # keep the log of the steps the state covers, drop what was logged after it (those steps are redone)
-        kept = [line for line in log_path.read_text(encoding="utf-8").splitlines()
-                if "step" not in json.loads(line) or json.loads(line)["step"] < first]  # fmt: skip
+        kept = log_before(log_path, first)
         kept.append(json.dumps({"resumed_at_step": first, "seconds_so_far": round(spent, 1)}))
         log_path.write_text("\n".join(kept) + "\n", encoding="utf-8")
         print(f"resuming {out} at step {first} of {args.steps} ({spent / 60:.0f} min trained)", file=sys.stderr)
@@ -682,9 +688,7 @@ def export_state(state_dir: Path, folder: Path) -> None:
     export(model, folder, args.size)
     log = state_dir / "train_log.jsonl"
     if log.is_file() and log.resolve() != (folder / "train_log.jsonl").resolve():  # the log up to the state's step
-        kept = [line for line in log.read_text(encoding="utf-8").splitlines()
-                if "step" not in json.loads(line) or json.loads(line)["step"] < state["step"]]  # fmt: skip
-        _write_atomic(folder / "train_log.jsonl", "\n".join(kept) + "\n")
+        _write_atomic(folder / "train_log.jsonl", "\n".join(log_before(log, state["step"])) + "\n")
     print(f"exported step {state['step']} of {state_dir} to {folder}", file=sys.stderr)
 
 
