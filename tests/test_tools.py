@@ -177,3 +177,16 @@ def test_interrupted_training_continues_bit_for_bit(tmp_path):
     refused = subprocess.run([*base, "--out", str(tmp_path / "resumed"), "--resume", "--lr", "0.01"],
                              capture_output=True, text=True)  # fmt: skip
     assert refused.returncode == 1 and "different recipe: --lr 0.001 (given 0.01)" in refused.stderr
+
+
+def test_sincos_positions_are_smooth_unit_rows():
+    table = tool("train_demo").sincos_positions(16, 96)  # [256, 96]
+    assert table.shape == (256, 96)
+    np.testing.assert_allclose(np.linalg.norm(table, axis=1), 1.0, rtol=1e-12)
+    # token (row 0, column 1): its row half is that of position 0 (sines 0, cosines 1), its column half position 1
+    np.testing.assert_allclose(table[1, :48], np.r_[np.zeros(24), np.ones(24)] / np.sqrt(48), atol=1e-15)
+    np.testing.assert_allclose(table[1, 48], np.sin(1.0) / np.sqrt(48), rtol=1e-12)  # frequency 1 rad per token
+    np.testing.assert_allclose(table[16, :48], table[1, 48:])  # row 1, column 0 mirrors row 0, column 1
+    cos = table @ table.T  # [256, 256]
+    np.testing.assert_allclose(table[1, 48 + 23], np.sin(1 / 32) / np.sqrt(48), rtol=1e-12)  # the slowest
+    assert cos[0, 1] > 0.95 and cos[0, 4] < 0.7 and abs(cos[0, 255]) < 0.1  # near tokens alike, far ones not

@@ -190,18 +190,34 @@ def build_config(args, vocab_size: int, bos: int, eos: int):
     return GroupViTConfig(text_config=text, vision_config=vision, projection_dim=64, projection_intermediate_dim=256)
 
 
+def sincos_positions(side: int, dim: int) -> np.ndarray:
+    """A smooth 2-D position table [side*side, dim]: sines and cosines of the row (first half of the channels)
+    and of the column (second half) at dim/4 frequencies from 1 down to 1/(2 side) radian per token (MAE's go
+    down to 1/10000, which on a grid this small leaves opposite corners alike: cosine 0.59 instead of 0.08);
+    scaled so that each row has norm 1, the size of a patch embedding here."""
+    freqs = (2.0 * side) ** -(np.arange(dim // 4) / (dim // 4 - 1))  # [dim/4] geometric, 1 ... 1/(2 side)
+    angle = np.arange(side)[:, None] * freqs  # [side, dim/4]
+    axis = np.concatenate([np.sin(angle), np.cos(angle)], axis=1)  # [side, dim/2]
+    rows, cols = np.repeat(axis, side, axis=0), np.tile(axis, (side, 1))  # [side*side, dim/2] each
+    return np.concatenate([rows, cols], axis=1) / np.sqrt(dim / 2)  # [side*side, dim]
+
+
 def build_model(config, init: str, seed: int):
     import torch
     from transformers import GroupViTModel
 
     torch.manual_seed(seed)
     model = GroupViTModel(config)
-    if init == "original":  # HF leaves group tokens and the position table at zero; the original draws them
-        with torch.no_grad():
-            torch.nn.init.trunc_normal_(model.vision_model.embeddings.position_embeddings, std=0.02)
+    if init in ("original", "sincos"):  # HF leaves group tokens and the position table at zero; the original
+        with torch.no_grad():  # draws them
+            table = model.vision_model.embeddings.position_embeddings  # [1, N, D]
+            torch.nn.init.trunc_normal_(table, std=0.02)
             for stage in model.vision_model.encoder.stages:
                 if stage.group_token is not None:
                     torch.nn.init.trunc_normal_(stage.group_token, std=0.02)
+            if init == "sincos":  # a smooth table, so that two objects' tokens differ by where they are
+                side = int(table.shape[1] ** 0.5)
+                table.copy_(torch.from_numpy(sincos_positions(side, table.shape[2])[None]))
     return model
 
 
@@ -704,7 +720,8 @@ def parse_args(argv=None):
     p.add_argument("--depths", default="2,2,1")
     p.add_argument("--groups", default="16,4", help="output groups of grouping stages 1 and 2 (stage 3 keeps the last)")
     p.add_argument("--radius", type=float, nargs=2, default=(8.0, 14.0))
-    p.add_argument("--init", choices=("hf", "original"), default="original")
+    inits = ("hf", "original", "sincos")  # sincos: the original's, with the smooth table of sincos_positions
+    p.add_argument("--init", choices=inits, default="original", help=f"one of {inits}")
     p.add_argument("--multi", type=float, default=1.0, help="weight of the multi-label phrase loss (0 = off)")
     p.add_argument("--group", type=float, default=0.0, help="weight of the group multiple-instance loss (0 = off)")
     p.add_argument("--pixel", type=float, default=1.0, help="weight of the token-level (pixel) MIL loss (0 = off)")
