@@ -190,3 +190,14 @@ def test_sincos_positions_are_smooth_unit_rows():
     cos = table @ table.T  # [256, 256]
     np.testing.assert_allclose(table[1, 48 + 23], np.sin(1 / 32) / np.sqrt(48), rtol=1e-12)  # the slowest
     assert cos[0, 1] > 0.95 and cos[0, 4] < 0.7 and abs(cos[0, 255]) < 0.1  # near tokens alike, far ones not
+
+
+def test_same_colour_diagnosis_labels_tokens_and_scores_nearest_centroids():
+    diag = tool("diag_same_colour")
+    gt = np.zeros((1, 8, 8), np.int64)
+    gt[0, :4, :5] = 5  # token (0, 0) all 5; token (0, 1): 4 of its 16 pixels 5, the rest background
+    gt[0, 4:, 4:] = 9
+    assert diag.token_labels(gt, 2).tolist() == [[5, 0, 0, 9]]
+    feats = np.array([[0.0], [1.0], [8.0], [10.0]])  # [N, D]: token 2 sits nearer b's mean (10) than a's (3)
+    a, b = np.array([1, 1, 1, 0], bool), np.array([0, 0, 0, 1], bool)
+    assert diag.nearest_centroid(feats, a, b) == 0.75
