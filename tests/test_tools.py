@@ -190,6 +190,7 @@ def test_sincos_positions_are_smooth_unit_rows():
     cos = table @ table.T  # [256, 256]
     np.testing.assert_allclose(table[1, 48 + 23], np.sin(1 / 32) / np.sqrt(48), rtol=1e-12)  # the slowest
     assert cos[0, 1] > 0.95 and cos[0, 4] < 0.7 and abs(cos[0, 255]) < 0.1  # near tokens alike, far ones not
+    np.testing.assert_allclose(tool("train_demo").sincos_positions(16, 96, 4.0), 4 * table, rtol=1e-12)
 
 
 def test_same_colour_diagnosis_labels_tokens_and_scores_nearest_centroids():

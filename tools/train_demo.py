@@ -190,16 +190,16 @@ def build_config(args, vocab_size: int, bos: int, eos: int):
     return GroupViTConfig(text_config=text, vision_config=vision, projection_dim=64, projection_intermediate_dim=256)
 
 
-def sincos_positions(side: int, dim: int) -> np.ndarray:
+def sincos_positions(side: int, dim: int, norm: float = 1.0) -> np.ndarray:
     """A smooth 2-D position table [side*side, dim]: sines and cosines of the row (first half of the channels)
     and of the column (second half) at dim/4 frequencies from 1 down to 1/(2 side) radian per token (MAE's go
     down to 1/10000, which on a grid this small leaves opposite corners alike: cosine 0.59 instead of 0.08);
-    scaled so that each row has norm 1, the size of a patch embedding here."""
+    every row has the given norm."""
     freqs = (2.0 * side) ** -(np.arange(dim // 4) / (dim // 4 - 1))  # [dim/4] geometric, 1 ... 1/(2 side)
     angle = np.arange(side)[:, None] * freqs  # [side, dim/4]
     axis = np.concatenate([np.sin(angle), np.cos(angle)], axis=1)  # [side, dim/2]
     rows, cols = np.repeat(axis, side, axis=0), np.tile(axis, (side, 1))  # [side*side, dim/2] each
-    return np.concatenate([rows, cols], axis=1) / np.sqrt(dim / 2)  # [side*side, dim]
+    return np.concatenate([rows, cols], axis=1) * (norm / np.sqrt(dim / 2))  # [side*side, dim]
 
 
 def build_model(config, init: str, seed: int):
@@ -215,9 +215,10 @@ def build_model(config, init: str, seed: int):
             for stage in model.vision_model.encoder.stages:
                 if stage.group_token is not None:
                     torch.nn.init.trunc_normal_(stage.group_token, std=0.02)
-            if init == "sincos":  # a smooth table, so that two objects' tokens differ by where they are
-                side = int(table.shape[1] ** 0.5)
-                table.copy_(torch.from_numpy(sincos_positions(side, table.shape[2])[None]))
+            if init == "sincos":  # a smooth table, so that two same-coloured objects' tokens differ by where
+                # they are: rows of norm 0.4 sqrt(D), 40% of a LayerNorm'd patch token's (docs/demo-training.md)
+                side, dim = int(table.shape[1] ** 0.5), table.shape[2]
+                table.copy_(torch.from_numpy(sincos_positions(side, dim, 0.4 * dim**0.5)[None]))
     return model
 
 
