@@ -1,14 +1,16 @@
 """Can a checkpoint tell two objects of the same colour apart before its first grouping?
 
     python tools/diag_same_colour.py weights/groupvit-demo-scenes            # 400 validation scenes
-    python tools/diag_same_colour.py weights/groupvit-demo-scenes --table sincos
+    python tools/diag_same_colour.py weights/groupvit-demo-scenes --table sincos --norm 1
 
 For every pair of objects in a scene (each covering at least two tokens), the tokens of the two objects are
 classified by the nearer of the two objects' mean features (nearest centroid; 0.5 is chance), in four spaces:
 the position table alone, the embeddings (LayerNorm'd patches plus the table), the tokens entering stage 1's
 grouping block, and that block's assignment keys. Pairs of one colour and pairs of two colours are reported
-apart, with the share of pairs whose two objects have the same main stage-1 group. `--table sincos` puts the
-smooth table of `train_demo.sincos_positions` in the first column instead of the checkpoint's own.
+apart, with the share of pairs whose two objects have the same main stage-1 group. `--table sincos` swaps the
+checkpoint's table for the smooth one of `train_demo.sincos_positions` (rows of norm `--norm`, by default
+`--init sincos`'s 0.4 sqrt(D)) in the first two columns: what the embeddings would be with it; the last three
+always come from the checkpoint as it is.
 Measured with Hugging Face's GroupViTModel (forward hooks), one thread.
 """
 
@@ -46,7 +48,7 @@ def nearest_centroid(feats: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(right.mean())
 
 
-def diagnose(folder: str, n: int = 400, table: str = "own") -> dict[str, dict[str, float]]:
+def diagnose(folder: str, n: int = 400, table: str = "own", norm: float | None = None) -> dict[str, dict[str, float]]:
     import torch
 
     model, _ = load(folder)
@@ -70,9 +72,11 @@ def diagnose(folder: str, n: int = 400, table: str = "own") -> dict[str, dict[st
     for h in hooks:
         h.remove()
     positions = embeddings.position_embeddings[0].detach().numpy()  # [N, D]
-    side = int(round(positions.shape[0] ** 0.5))
+    side, dim = int(round(positions.shape[0] ** 0.5)), positions.shape[1]
     if table == "sincos":
-        positions = sincos_positions(side, positions.shape[1])
+        patches = seen["embeddings"] - positions  # [B, N, D]: the LayerNorm'd patch tokens
+        positions = sincos_positions(side, dim, 0.4 * dim**0.5 if norm is None else norm)  # [N, D]
+        seen["embeddings"] = patches + positions
     labels = token_labels(gt, side)  # [B, N]
     main_group = seen["assign"].argmax(1)  # [B, N]
     rows: dict[str, list] = {"one colour": [], "two colours": []}
@@ -97,8 +101,9 @@ def main() -> None:
     p.add_argument("weights")
     p.add_argument("--scenes", type=int, default=400)
     p.add_argument("--table", choices=("own", "sincos"), default="own")
+    p.add_argument("--norm", type=float, help="row norm of the sincos table (default 0.4 sqrt(D))")
     args = p.parse_args()
-    for kind, row in diagnose(args.weights, args.scenes, args.table).items():
+    for kind, row in diagnose(args.weights, args.scenes, args.table, args.norm).items():
         print(kind, row)
 
 
