@@ -108,7 +108,7 @@ def test_log_before_keeps_what_a_state_covers(tmp_path):
 
 
 def test_eval_cli_scores():
-    from groupvit_np.tasks.scenes import make_scenes
+    from groupvit_np.tasks.scenes import CLASS_NAMES, make_scenes
 
     scores = tool("eval_cli").scores
     _, gt, scenes = make_scenes(30_000_000 + np.arange(6))
@@ -122,6 +122,20 @@ def test_eval_cli_scores():
     # everything background: no object is named right (background counts as a label)
     none = scores(np.zeros_like(gt), gt, scenes)
     assert none["object_vs_bg_iou"] == 0.0 and none["objects_named_right"] == 0.0
+    # named right apart by whether another object in its scene has the same colour (classes 1-4 are red, 5-8 green,
+    # 9-12 blue): scene 0 a red and a green object; scene 1 two red ones and a blue one, one red painted background
+    from types import SimpleNamespace
+
+    assert [CLASS_NAMES[k - 1].split()[0] for k in (1, 2, 3, 5, 9)] == ["red", "red", "red", "green", "blue"]
+    two = [SimpleNamespace(class_ids=(1, 5)), SimpleNamespace(class_ids=(2, 3, 9))]
+    gt = np.zeros((2, 1, 3), np.int64)
+    gt[0, 0, :2], gt[1, 0] = (1, 5), (2, 3, 9)
+    pred = gt.copy()
+    pred[1, 0, 0] = 0
+    split = scores(pred, gt, two)
+    assert split["objects_named_right"] == 0.8
+    assert (split["objects_colour_unique"], split["named_right_colour_unique"]) == (3, 1.0)
+    assert (split["objects_colour_shared"], split["named_right_colour_shared"]) == (2, 0.5)
 
 
 def test_ship_demo_writes_the_shipped_settings_from_its_evaluation(tmp_path):

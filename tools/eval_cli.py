@@ -9,7 +9,8 @@ checkpoint's defaults), and each `<scene>_labels.png` is compared with the gener
 - foreground mIoU: IoU per class, intersections and unions summed over all scenes, averaged over the 16 classes;
 - object-vs-background IoU: the same for "any object" against background, ignoring which class;
 - objects named right: the share of objects whose pixels' most common predicted label (background included) is
-  their own class.
+  their own class; also apart for objects whose colour is unique in their scene and for those that share it
+  with another object there ("a yellow circle and a yellow star"), the case the demo checkpoint fails.
 Needs no torch: only the package and its CLI.
 """
 
@@ -42,12 +43,19 @@ def scores(pred: np.ndarray, gt: np.ndarray, scenes) -> dict:
             per_class.append(float((p & g).sum() / (p | g).sum()))
     named = [np.bincount(pred[i][gt[i] == k], minlength=N_CLASSES + 1).argmax() == k
              for i, s in enumerate(scenes) for k in s.class_ids]  # fmt: skip
+    colours = [[(k - 1) // 4 for k in s.class_ids] for s in scenes]  # COLOURS index of each object
+    shared = np.array([c.count(col) > 1 for c in colours for col in c])  # [objects], in the order of `named`
+    named = np.array(named)
     return {
         "scenes": len(scenes),
         "objects": len(named),
         "fg_miou": float(np.mean(per_class)),
         "object_vs_bg_iou": float(((pred > 0) & (gt > 0)).sum() / ((pred > 0) | (gt > 0)).sum()),
         "objects_named_right": float(np.mean(named)),
+        "objects_colour_unique": int((~shared).sum()),
+        "named_right_colour_unique": float(np.mean(named[~shared])) if (~shared).any() else None,
+        "objects_colour_shared": int(shared.sum()),
+        "named_right_colour_shared": float(np.mean(named[shared])) if shared.any() else None,
         "per_class_iou": [round(x, 4) for x in per_class],
     }
 
