@@ -451,9 +451,9 @@ for kind, rows in pairs.items():
 # are hardly told apart (0.66: a third of their tokens sit nearer the other object's mean), and one stage-1 group
 # takes both in 78% of the pairs; no later stage separates what stage 1 merged. Shape cannot help here: inside
 # its outline a shape is one flat colour, so its patches are nearly alike. What differs between two yellow shapes
-# is where they are, and this checkpoint's learned position table carries that poorly: by the table alone, two
-# objects' tokens are told apart 80% of the time, against 100% with a smooth sine/cosine table
-# (`docs/demo-training.md`, which also records the training runs that start from such a table).
+# is where they are, and by the time stage 1 sorts the tokens that is mostly gone: nothing in the captions asks
+# the layers to keep it. (A smooth position table at the input did not change that: stage 1's layers averaged it
+# away; `docs/demo-training.md`, runs L1 and M.)
 #
 # ## 4. The background threshold
 #
