@@ -15,6 +15,7 @@ from groupvit_np.tasks.scenes import (
     SEED_RANGES,
     SHAPES,
     WORDS,
+    class_colour,
     class_prompt,
     make_scene,
     make_scenes,
@@ -76,6 +77,7 @@ def test_class_ids_and_prompts():
     assert len(CLASS_NAMES) == len(COLOURS) * len(SHAPES) == 16
     assert class_prompt(1) == "a red circle" and class_prompt(16) == "a yellow star"
     assert class_prompt(1 + 4 * COLOURS.index("blue") + SHAPES.index("triangle")) == "a blue triangle"
+    assert [class_colour(k) for k in (1, 4, 5, 12, 16)] == ["red", "red", "green", "blue", "yellow"]
 
 
 @pytest.mark.skipif(not (DEMO / "vocab.json").is_file(), reason="demo checkpoint not present")

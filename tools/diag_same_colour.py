@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_demo import load  # noqa: E402
 from train_demo import pixel_values, sincos_positions  # noqa: E402
 
-from groupvit_np.tasks.scenes import SEED_RANGES, make_scenes  # noqa: E402
+from groupvit_np.tasks.scenes import SEED_RANGES, class_colour, make_scenes  # noqa: E402
 
 
 def token_labels(gt: np.ndarray, side: int) -> np.ndarray:
@@ -87,7 +87,7 @@ def diagnose(folder: str, n: int = 400, table: str = "own", norm: float | None =
                 a, b = labels[i] == ku, labels[i] == kv
                 spaces = (positions, seen["embeddings"][i], seen["tokens"][i], seen["keys"][i])
                 merged = np.bincount(main_group[i][a]).argmax() == np.bincount(main_group[i][b]).argmax()
-                kind = "one colour" if (ku - 1) // 4 == (kv - 1) // 4 else "two colours"
+                kind = "one colour" if class_colour(ku) == class_colour(kv) else "two colours"
                 rows[kind].append([nearest_centroid(f, a, b) for f in spaces] + [float(merged)])
     names = ("position table", "embeddings", "stage-1 tokens", "assignment keys", "same main stage-1 group")
     return {

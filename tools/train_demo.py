@@ -46,6 +46,7 @@ from groupvit_np.tasks.scenes import (  # noqa: E402
     EXAMPLE_SEED,
     SEED_RANGES,
     WORDS,
+    class_colour,
     class_prompt,
     make_scene,
     make_scenes,
@@ -418,8 +419,8 @@ def texture_at(step: int, args, rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def shares_colour(class_ids) -> bool:
-    """Whether two objects of a scene have the same colour (class id 1 + 4 * colour + shape)."""
-    colours = [(k - 1) // 4 for k in class_ids]
+    """Whether two objects of a scene have the same colour."""
+    colours = [class_colour(k) for k in class_ids]
     return len(set(colours)) < len(colours)
 
 

@@ -47,6 +47,11 @@ def class_prompt(class_id: int) -> str:
     return f"a {CLASS_NAMES[class_id - 1]}"
 
 
+def class_colour(class_id: int) -> str:
+    """The colour of one class id (1..16): 5 -> "green"."""
+    return COLOURS[(class_id - 1) // len(SHAPES)]
+
+
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
     """Vertices of a square (circumradius r), triangle or 5-point star (inner radius 0.45 r), rotated by angle."""
     if shape == "square":
@@ -111,7 +116,7 @@ def make_scene(
 
     rgb = np.repeat(_background(rng, size, texture)[..., None], 3, axis=-1)  # [H, W, 3]
     for k in class_ids:
-        colour = np.asarray(_RGB[COLOURS[(k - 1) // 4]], dtype=np.float64) + rng.normal(0, 12, size=3)
+        colour = np.asarray(_RGB[class_colour(k)], dtype=np.float64) + rng.normal(0, 12, size=3)
         rgb[mask == k] = colour
     rgb += rng.normal(0, 5, size=rgb.shape)  # sensor noise over everything
     image = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
