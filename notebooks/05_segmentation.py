@@ -50,7 +50,7 @@ from groupvit_np.nn.vision import vision_tower
 from groupvit_np.tasks.classify import encode_text, logit_scale
 from groupvit_np.tasks.datasets import custom_labels
 from groupvit_np.tasks.label_maps import resize_argmax
-from groupvit_np.tasks.scenes import CLASS_NAMES, SEED_RANGES, SHAPES, make_scenes
+from groupvit_np.tasks.scenes import CLASS_NAMES, SEED_RANGES, SHAPES, class_colour, make_scenes
 from groupvit_np.tasks.segmentation import group_class_scores, pixel_scores, run_window, segment
 from groupvit_np.tasks.segmentation_hf import hf_segment
 from groupvit_np.tasks.segmentation_input import MEAN_255, STD_255, segmentation_pixels
@@ -408,6 +408,7 @@ for b in order[:3]:
 
 # %%
 from groupvit_np.nn.attention import encoder_layer
+from groupvit_np.nn.grouping import token_assign
 from groupvit_np.nn.vision import vision_embeddings
 
 many = make_scenes(SEED_RANGES["test"] + np.arange(200), size=vcfg.image_size)[2]
@@ -419,8 +420,10 @@ B, N, D = x.shape
 z = np.concatenate([x, np.broadcast_to(stage["group_token"], (B, vcfg.num_group_tokens[0], D))], axis=1)
 for layer in stage["layers"]:
     z = encoder_layer(z, layer, vcfg.num_attention_heads, vcfg.hidden_act, vcfg.layer_norm_eps)[0]  # [B, N+G, D]
-tokens = z[:, :N]  # [B, N, D]: what stage 1's grouping block sorts
-stage1 = np.argmax(vision_tower(many_px, p_vis, vcfg)["attentions"][0], axis=1)  # [B, N]: each token's group
+tokens, groups = z[:, :N], z[:, N:]  # [B, N, D]: what stage 1's grouping block sorts; [B, G, D]
+soft = token_assign(tokens, groups, stage["downsample"], vcfg.num_attention_heads, eps=vcfg.layer_norm_eps,
+                    assign_eps=vcfg.assign_eps)[1]  # [B, S, N]  # fmt: skip
+stage1 = np.argmax(soft, axis=1)  # [B, N]: each token's stage-1 group
 side = vcfg.image_size // k_px
 patches = np.stack([sc.mask for sc in many]).reshape(B, side, k_px, side, k_px).transpose(0, 1, 3, 2, 4)
 owner = np.stack([[np.bincount(t.ravel()).argmax() for t in img.reshape(N, -1)] for img in patches])  # [B, N]
@@ -439,7 +442,7 @@ for i, sc in enumerate(many):
         for kv in objs[u + 1 :]:
             a, b = owner[i] == ku, owner[i] == kv
             same_group = np.bincount(stage1[i][a]).argmax() == np.bincount(stage1[i][b]).argmax()
-            kind = "one colour" if (ku - 1) // 4 == (kv - 1) // 4 else "two colours"
+            kind = "one colour" if class_colour(ku) == class_colour(kv) else "two colours"
             pairs[kind].append((told_apart(tokens[i], a, b), same_group))
 for kind, rows in pairs.items():
     apart, together = np.mean(rows, axis=0)
