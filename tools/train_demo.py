@@ -217,7 +217,8 @@ def build_model(config, init: str, seed: int):
                 if stage.group_token is not None:
                     torch.nn.init.trunc_normal_(stage.group_token, std=0.02)
             if init == "sincos":  # a smooth table, so that two same-coloured objects' tokens differ by where
-                # they are: rows of norm 0.4 sqrt(D), 40% of a LayerNorm'd patch token's (docs/demo-training.md)
+                # they are: rows of norm 0.4 sqrt(D), 40% of a LayerNorm'd patch token's (docs/demo-training.md);
+                # it replaces the draw above, which stays so the random stream matches --init original
                 side, dim = int(table.shape[1] ** 0.5), table.shape[2]
                 table.copy_(torch.from_numpy(sincos_positions(side, dim, 0.4 * dim**0.5)[None]))
     return model
