@@ -12,13 +12,17 @@ from groupvit_np.tasks.scenes import (
     CLASS_NAMES,
     COLOURS,
     EXAMPLE_SEED,
+    PLACES,
     SEED_RANGES,
     SHAPES,
     WORDS,
+    Scene,
     class_colour,
     class_prompt,
     make_scene,
     make_scenes,
+    placed_caption,
+    placed_phrases,
 )
 
 DEMO = Path(__file__).resolve().parents[1] / "weights" / "groupvit-demo-scenes"
@@ -148,3 +152,50 @@ def test_readme_example_names_every_object(tmp_path, capsys):
     made = np.asarray(Image.open(tmp_path / "example_panel.png").convert("RGB"))
     assert shown.shape == made.shape
     assert (np.abs(shown.astype(int) - made).max(-1) > 8).mean() < 0.02
+
+
+def _scene_with(objects: dict[int, tuple[slice, slice]]) -> Scene:
+    """A hand-made scene: each class id drawn as a rectangle (rows, columns) of a 64 x 64 mask, in dict order."""
+    mask = np.zeros((64, 64), dtype=np.int64)
+    for k, (rows, cols) in objects.items():
+        mask[rows, cols] = k
+    return Scene(image=np.zeros((64, 64, 3), np.uint8), mask=mask, class_ids=tuple(objects), caption="")
+
+
+def test_placed_phrases_say_where_only_when_a_colour_repeats():
+    # yellow star (16) at the right, yellow circle (13) at the left, red square (2) alone: no word for it
+    scene = _scene_with({16: (slice(5, 15), slice(40, 50)), 2: (slice(30, 40), slice(20, 30)),
+                         13: (slice(8, 18), slice(2, 12))})  # fmt: skip
+    assert placed_phrases(scene) == ("a right yellow star", "a red square", "a left yellow circle")
+    assert placed_caption(scene) == "a right yellow star and a red square and a left yellow circle"
+    # the pair lies further apart across rows than across columns: top and bottom
+    scene = _scene_with({5: (slice(40, 50), slice(10, 20)), 6: (slice(2, 12), slice(14, 24))})
+    assert placed_phrases(scene) == ("a bottom green circle", "a top green square")
+    # three blue objects along the columns: the one between is "middle"
+    scene = _scene_with({9: (slice(0, 8), slice(50, 60)), 10: (slice(20, 28), slice(0, 8)),
+                         11: (slice(40, 48), slice(30, 38))})  # fmt: skip
+    assert placed_phrases(scene) == ("a right blue circle", "a left blue square", "a middle blue triangle")
+    # every colour unique: the plain phrases
+    assert placed_phrases(_scene_with({1: (slice(0, 9), slice(0, 9)), 8: (slice(30, 39), slice(30, 39))})) == (
+        "a red circle",
+        "a green star",
+    )
+
+
+def test_placed_captions_use_the_vocabulary_and_fit_the_text_length():
+    changed = 0
+    for seed in range(SEED_RANGES["validation"], SEED_RANGES["validation"] + 300):
+        scene = make_scene(seed)
+        placed = placed_caption(scene)
+        changed += placed != scene.caption
+        assert set(placed.split()) <= set(WORDS + PLACES)
+        assert len(placed.split()) <= 14  # + bos/eos: the 16 text positions of the demo model
+        assert (
+            placed.replace(" left", "")
+            .replace(" right", "")
+            .replace(" top", "")
+            .replace(" bottom", "")
+            .replace(" middle", "")
+            == scene.caption
+        )  # the same caption with position words added
+    assert 40 < changed < 120  # about a quarter of the scenes repeat a colour (97 of the first 400 test scenes)

@@ -86,6 +86,53 @@ def test_shared_colour_batches_are_drawn_from_captions_and_repeat_on_resume():
     assert train_demo.train_seeds(3, mixed).tolist() == seeds.tolist()  # a function of (seed, step)
 
 
+def test_where_rivals_and_loss_ask_each_placed_phrase_for_its_own_word():
+    torch = pytest.importorskip("torch")
+    train_demo = tool("train_demo")
+    from groupvit_np.tasks.scenes import Scene
+
+    mask = np.zeros((64, 64), dtype=np.int64)
+    mask[5:15, 40:50], mask[30:40, 20:30], mask[8:18, 2:12] = 16, 2, 13  # yellow star right, red square, circle left
+    scene = Scene(image=np.zeros((64, 64, 3), np.uint8), mask=mask, class_ids=(16, 2, 13), caption="")
+    lone = Scene(image=np.zeros((64, 64, 3), np.uint8), mask=(mask == 2) * 2, class_ids=(2,), caption="")
+    rivals = train_demo.where_rivals([lone, scene])
+    assert rivals == [(1, 0, ["a left yellow star", "a right yellow star"], 1),
+                      (1, 2, ["a left yellow circle", "a right yellow circle"], 0)]  # fmt: skip
+    # group embeddings [B=2, S=3, P=2] and variant texts [V=4, P=2]; scene 1's phrases matched to groups 2, 0, 1
+    grp = torch.tensor([[[1.0, 0.0]] * 3, [[0.0, 1.0], [1.0, 0.0], [0.6, 0.8]]])
+    var = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    matches = [(0,), (2, 0, 1)]
+    # star: group 2 scores (0.6, 0.8) for (left, right), right is its word; circle: group 1 scores (1, 0), left
+    expected = (np.log1p(np.exp(-2 * 0.2)) + np.log1p(np.exp(-2 * 1.0))) / 2
+    got = train_demo.where_loss(torch.tensor(2.0), grp, var, rivals, matches)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    assert float(train_demo.where_loss(torch.tensor(2.0), grp, var, [], matches)) == 0.0  # no repeated colour
+
+
+def test_where_adds_position_words_to_the_tokenizer_and_keeps_known_rows(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    train_demo = tool("train_demo")
+    plain = train_demo.parse_args(["--out", "x"])
+    placed = train_demo.parse_args(["--out", "x", "--where", "1"])
+    small, _ = train_demo.tokenizer_files(train_demo.caption_words(plain))
+    big, _ = train_demo.tokenizer_files(train_demo.caption_words(placed))
+    assert "left</w>" in big and "left</w>" not in small and len(big) > len(small)
+    tok = train_demo.write_tokenizer(tmp_path, train_demo.caption_words(placed))
+    ids = tok("a left yellow star")["input_ids"]
+    assert ids == [big["<|startoftext|>"], big["a</w>"], big["left</w>"], big["yellow</w>"], big["star</w>"],
+                   big["<|endoftext|>"]]  # fmt: skip
+    # a run started from a plain one keeps every trained row, under the token's new id
+    torch = pytest.importorskip("torch")
+    trained = torch.arange(len(small), dtype=torch.float32)[:, None].repeat(1, 2)  # row i holds i
+    fresh = torch.full((len(big), 2), -1.0)
+    table = train_demo.carry_rows(fresh, trained, small, big)
+    assert float(table[big["<|endoftext|>"], 0]) == small["<|endoftext|>"] != big["<|endoftext|>"]
+    assert float(table[big["yellow</w>"], 1]) == small["yellow</w>"]
+    assert float(table[big["left</w>"], 0]) == -1.0  # new: the fresh row
+    assert int((table[:, 0] == -1.0).sum()) == len(set(big) - set(small))
+
+
 def test_presence_loss_counts_the_best_twentieth_of_the_tokens():
     torch = pytest.importorskip("torch")
     presence_loss = tool("train_demo").presence_loss

@@ -24,6 +24,10 @@ Losses (weights on the command line):
   only the scene's other phrases (`leave_one_out_rows`), so no other group may carry that phrase.
 - `token` (off by default): the `pixel` presence loss read from each image token *before* stage 1 groups it, through
   a training-only head (not saved in the checkpoint), so that the shape reaches the tokens that grouping sorts.
+- `where` (off by default): captions say where an object is when its colour repeats ("a left yellow circle and a
+  right yellow star", `placed_caption`), in the `clip` loss, and the group matched to such a phrase must tell its
+  own position word from the other objects' of that colour (`where_loss`). Two same-coloured objects in one group
+  cannot be both "left" and "right", so the text gives grouping a reason to keep them apart.
 Runs are resumable (`--resume`, from the atomic `state.pt` written every few minutes) and log validation proxies.
 """
 
@@ -44,17 +48,20 @@ from groupvit_np.config import as_if_created  # noqa: E402
 from groupvit_np.tasks.scenes import (  # noqa: E402
     CLASS_NAMES,
     EXAMPLE_SEED,
+    PLACES,
     SEED_RANGES,
     WORDS,
     class_colour,
     class_prompt,
     make_scene,
     make_scenes,
+    placed_caption,
+    placed_phrases,
 )
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-MAX_TEXT = 16  # longest caption: 3 phrases + 2 "and" + bos/eos = 13 tokens
+MAX_TEXT = 16  # longest caption: 3 placed phrases of 4 words + 2 "and" + bos/eos = 16 tokens
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -95,17 +102,32 @@ def tokenizer_files(words=WORDS) -> tuple[dict[str, int], list[str]]:
     return {tok: i for i, tok in enumerate(vocab)}, merges
 
 
-def write_tokenizer(folder: Path):
+def caption_words(args) -> tuple[str, ...]:
+    """The words a run's captions use: the scene captions', plus the position words with --where."""
+    return WORDS + PLACES if getattr(args, "where", 0.0) else WORDS
+
+
+def carry_rows(fresh, trained, old_vocab: dict[str, int], new_vocab: dict[str, int]):
+    """A token-embedding table [V_new, D] for a grown vocabulary: the trained row [V_old, D] of every token the old
+    vocabulary had (ids may move: the specials come last), the fresh row of every new token."""
+    table = fresh.clone()
+    for token, i in new_vocab.items():
+        if token in old_vocab:
+            table[i] = trained[old_vocab[token]]
+    return table
+
+
+def write_tokenizer(folder: Path, words=WORDS):
     """Write vocab.json + merges.txt and let HF's CLIPTokenizer add its config files; return the tokenizer."""
     from transformers import CLIPTokenizer
 
-    vocab, merges = tokenizer_files()
+    vocab, merges = tokenizer_files(words)
     folder.mkdir(parents=True, exist_ok=True)
     _write_atomic(folder / "vocab.json", json.dumps(vocab, ensure_ascii=False))
     _write_atomic(folder / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
     tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=MAX_TEXT)
     tok.save_pretrained(str(folder))
-    for word in WORDS:  # each caption word must be one token
+    for word in words:  # each caption word must be one token
         assert tok(word)["input_ids"] == [vocab["<|startoftext|>"], vocab[word + "</w>"], vocab["<|endoftext|>"]]
     return tok
 
@@ -254,7 +276,7 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
     import torch.nn.functional as F
 
     b = len(scenes)
-    soft_maps = bool(weights["pixel"] or weights["match"] or weights["loo"])
+    soft_maps = bool(weights["pixel"] or weights["match"] or weights["loo"] or weights["where"])
     stage1 = []  # --token: the output of stage 1's last layer, image tokens then group tokens [B, N + G, D]
     last = model.vision_model.encoder.stages[0].layers[-1]
     hook = last.register_forward_hook(lambda _m, _i, out: stage1.append(out[0])) if weights["token"] else None
@@ -271,15 +293,18 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
     grp = F.normalize(proj[b:], dim=-1).reshape(b, s_out, -1)  # [B, S, P]
 
     prompts = [class_prompt(k + 1) for k in range(len(CLASS_NAMES))]
-    ids, mask = texts([s.caption for s in scenes] + prompts)
+    captions = [placed_caption(s) if weights["where"] else s.caption for s in scenes]
+    rivals = where_rivals(scenes) if weights["where"] else []  # (scene, phrase index, its variants, the right one)
+    variants = [v for _, _, vs, _ in rivals for v in vs]
+    ids, mask = texts(captions + prompts + variants)
     txt = model.text_model(input_ids=ids, attention_mask=mask).pooler_output
     txt = F.normalize(model.text_projection(txt), dim=-1)
-    cap, cls = txt[:b], txt[b:]  # [B, P], [C, P]
+    cap, cls, var = txt[:b], txt[b : b + len(prompts)], txt[b + len(prompts) :]  # [B, P], [C, P], [V, P]
 
     present = torch.zeros(b, len(prompts))  # [B, C] multi-hot
     for i, s in enumerate(scenes):
         present[i, [k - 1 for k in s.class_ids]] = 1.0
-    same = torch.tensor([[a.caption == c.caption for c in scenes] for a in scenes], dtype=torch.float32)
+    same = torch.tensor([[a == c for c in captions] for a in captions], dtype=torch.float32)
 
     scale = model.logit_scale.clamp(max=math.log(100)).exp()
     logits = scale * img @ cap.T  # [B, B]; identical captions are shared positives
@@ -306,7 +331,7 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
         att = vis.attentions[0].transpose(1, 2)  # [B, N, S0]: soft maps, columns sum to 1 over groups
         for a in vis.attentions[1:]:
             att = att @ a.transpose(1, 2)  # [B, N, S]
-    if weights["match"] or weights["loo"]:  # each caption phrase's group, matched once for both losses
+    if weights["match"] or weights["loo"] or weights["where"]:  # each caption phrase's group, matched once
         logp = choice_logits.log_softmax(-1)  # [B, S, C+1]
         table, mass = logp.detach().numpy(), att.mean(1).detach()  # [B, S, C+1], [B, S]: token share per group
         matches = [matched_groups(table[i], mass[i].numpy(), [k - 1 for k in sc.class_ids], weights["min_mass"])
@@ -324,6 +349,9 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
         keep_phrases = torch.tensor(rows[:, 2:], dtype=torch.float32)  # [M, C]: the scene's other phrases
         ll = extra["multi_scale"].clamp(max=math.log(100)).exp() * loo @ cls.T  # [M, C]
         parts["loo"] = soft_ce(ll, keep_phrases / keep_phrases.sum(1, keepdim=True)) if len(ll) else ll.sum()
+    if weights["where"]:  # the group of "a left yellow star" tells "left" from the other yellow objects' words
+        group_scale = extra["group_scale"].clamp(max=math.log(100)).exp()
+        parts["where"] = where_loss(group_scale, grp, var, rivals, matches)
     if weights["pixel"]:  # the same choice seen through the soft pixel -> group maps (what segmentation uses)
         choice = choice_logits.softmax(-1)  # [B, S, C+1]
         parts["pixel"] = presence_loss(att @ choice, present)  # [B, N, C+1]: each token's choice through its groups
@@ -334,6 +362,39 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
         parts["token"] = presence_loss(tl.softmax(-1), present)
     total = sum(weights[k] * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def where_rivals(scenes) -> list[tuple[int, int, list[str], int]]:
+    """For every phrase that says where its object is (`placed_phrases`): (scene, the phrase's index in the caption,
+    the phrase with each position word used by its colour in that scene, the index of its own): "a left yellow star"
+    gives (i, j, ["a left yellow star", "a right yellow star"], 0)."""
+    rows = []
+    for i, scene in enumerate(scenes):
+        phrases = placed_phrases(scene)
+        for j, (k, phrase) in enumerate(zip(scene.class_ids, phrases, strict=True)):
+            word = phrase.split()[1]
+            if word not in PLACES:
+                continue
+            used = [p.split()[1] for q, p in zip(scene.class_ids, phrases, strict=True)
+                    if class_colour(q) == class_colour(k)]  # fmt: skip
+            words = sorted(used, key=PLACES.index)
+            rows.append((i, j, [f"a {w} {CLASS_NAMES[k - 1]}" for w in words], words.index(word)))
+    return rows
+
+
+def where_loss(scale, grp, var, rivals, matches):
+    """Cross-entropy of each placed phrase's matched group (`grp` [B, S, P]) over its variants' text embeddings
+    (`var` [V, P], in `rivals` order): the group must say where its object is among the objects of its colour."""
+    import torch
+
+    if not rivals:
+        return grp.sum() * 0.0
+    terms, start = [], 0
+    for i, j, variants, right in rivals:
+        logits = scale * var[start : start + len(variants)] @ grp[i, matches[i][j]]  # [n]
+        terms.append(-logits.log_softmax(-1)[right])
+        start += len(variants)
+    return torch.stack(terms).mean()
 
 
 def best_assignment(score: np.ndarray) -> tuple[int, ...]:
@@ -465,6 +526,7 @@ RECIPE = (
     "loo",
     "shared_colour",
     "token",
+    "where",
 )  # the arguments a resumed run must share with the interrupted one
 
 
@@ -538,17 +600,22 @@ def validate(model, tok_cache: TextCache, size: int, n: int = 100) -> dict:
         binary = ((pred > 0) & (gt > 0)).sum() / ((pred > 0) | (gt > 0)).sum()
         scores.append((float(np.mean(ious)), float(binary), pred))
     miou, binary, pred = max(scores, key=lambda t: t[0])
-    named, shared, objects = 0, 0, 0
+    named, shared, objects, named_twin, twins = 0, 0, 0, 0, 0
     for i in range(n):  # diagnostics only: the masks never reach a loss
         ids_here = [k for k in np.unique(gt[i]) if k > 0]
         main = {k: np.bincount(group[i][gt[i] == k]).argmax() for k in ids_here}
         for k in ids_here:
+            right = int(np.bincount(pred[i][gt[i] == k]).argmax() == k)
             objects += 1
-            named += int(np.bincount(pred[i][gt[i] == k]).argmax() == k)
+            named += right
             shared += int(any(main[k] == main[j] for j in ids_here if j != k))
+            if [class_colour(j) for j in ids_here].count(class_colour(k)) > 1:  # its colour repeats
+                twins += 1
+                named_twin += right
     return {"val_fg_miou": round(miou, 4), "val_object_iou": round(binary, 4),
             "val_classification": float((cls.argmax(1).numpy() == truth).mean()),
-            "val_named": round(named / objects, 4), "val_shared_group": round(shared / objects, 4)}  # fmt: skip
+            "val_named": round(named / objects, 4), "val_shared_group": round(shared / objects, 4),
+            "val_named_colour_shared": round(named_twin / max(1, twins), 4)}  # fmt: skip
 
 
 def train(args) -> Path:
@@ -566,7 +633,7 @@ def train(args) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state = _resume_state(out, args) if args.resume else None
-    tok = write_tokenizer(out)
+    tok = write_tokenizer(out, caption_words(args))
     texts = TextCache(tok)
     vocab = tok.get_vocab()
     config = build_config(args, len(vocab), vocab["<|startoftext|>"], vocab["<|endoftext|>"])
@@ -585,6 +652,10 @@ def train(args) -> Path:
         start = torch.load(args.init_from, weights_only=False)
         own = model.state_dict()
         fits = {k: v for k, v in start["model"].items() if k in own and own[k].shape == v.shape}
+        rows = "text_model.embeddings.token_embedding.weight"  # a grown vocabulary keeps the rows of known tokens
+        if rows not in fits and rows in start["model"]:
+            old, _ = tokenizer_files(caption_words(argparse.Namespace(**start["args"])))
+            fits[rows] = carry_rows(own[rows], start["model"][rows], old, vocab)
         model.load_state_dict(fits, strict=False)  # tensors whose shape changed keep their fresh init
         extra.load_state_dict(start["extra"], strict=False)  # a head new to this phase keeps its init
         print(f"--init-from: {len(fits)} of {len(own)} tensors taken; new: {sorted(set(own) - set(fits))}",
@@ -599,6 +670,7 @@ def train(args) -> Path:
         "min_mass": args.min_mass,
         "loo": args.loo,
         "token": args.token,
+        "where": args.where,
     }
 
     def decays(name, p):  # no weight decay on norms, biases, group tokens and position tables
@@ -699,7 +771,7 @@ def export_state(state_dir: Path, folder: Path) -> None:
 
     state = torch.load(state_dir / "state.pt", weights_only=False)
     args = argparse.Namespace(**state["args"])
-    tok = write_tokenizer(folder)
+    tok = write_tokenizer(folder, caption_words(args))
     vocab = tok.get_vocab()
     model = build_model(build_config(args, len(vocab), vocab["<|startoftext|>"], vocab["<|endoftext|>"]), args.init,
                         args.seed)  # fmt: skip
@@ -748,6 +820,12 @@ def parse_args(argv=None):
         default=0.0,
         help="share of each batch drawn from scenes in which two objects have the same colour (0 = natural rate)",
     )
+    p.add_argument(
+        "--where",
+        type=float,
+        default=0.0,
+        help="weight of the position-word loss; also puts position words in the captions (0 = off)",
+    )
     p.add_argument("--init-from", metavar="STATE", help="start from the weights of another run's state.pt")
     p.add_argument("--bg-present", type=int, default=1, help="group loss also asks one group to pick 'nothing'")
     p.add_argument("--curriculum", type=float, default=0.3, help="fraction of steps over which stripes ramp in")
@@ -761,8 +839,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.smoke:
         args.steps, args.batch = 10, 16
-    if (args.match or args.loo) and int(args.groups.split(",")[-1]) < 3:  # a scene has up to 3 phrases
-        p.error("--match and --loo need at least 3 final groups (--groups), one for each phrase of a caption")
+    if (args.match or args.loo or args.where) and int(args.groups.split(",")[-1]) < 3:  # a scene has up to 3 phrases
+        p.error("--match, --loo and --where need at least 3 final groups (--groups), one for each phrase of a caption")
     return args
 
 

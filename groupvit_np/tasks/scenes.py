@@ -16,6 +16,7 @@ COLOURS = ("red", "green", "blue", "yellow")
 SHAPES = ("circle", "square", "triangle", "star")
 CLASS_NAMES = tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)  # class id k + 1 is CLASS_NAMES[k]
 WORDS = ("a", "and", *COLOURS, *SHAPES)  # every word a caption can contain
+PLACES = ("left", "right", "top", "bottom", "middle")  # the words of placed_caption (training captions only)
 _RGB = {"red": (215, 45, 40), "green": (40, 170, 60), "blue": (45, 85, 215), "yellow": (225, 205, 40)}
 
 # Disjoint seed ranges: training draws from [0, 10**7), held-out sets start above it.
@@ -50,6 +51,34 @@ def class_prompt(class_id: int) -> str:
 def class_colour(class_id: int) -> str:
     """The colour of one class id (1..16): 5 -> "green"."""
     return COLOURS[(class_id - 1) // len(SHAPES)]
+
+
+def placed_phrases(scene: Scene) -> tuple[str, ...]:
+    """The caption's phrases, each object whose colour repeats in the scene saying where it is among the objects of
+    its colour: ("a left yellow circle", "a red square", "a right yellow star").
+
+    The objects of one colour are ordered by their centres (mask centroids) along the axis on which they lie
+    furthest apart: "left"/"right" across columns, "top"/"bottom" across rows, and of three the one between is
+    "middle". The words are a caption a person would write about the picture; no mask reaches a loss through them.
+    """
+    centre = {k: np.argwhere(scene.mask == k).mean(0) for k in scene.class_ids}  # (row, column) of each object
+    words = {}
+    for colour in {class_colour(k) for k in scene.class_ids}:
+        same = [k for k in scene.class_ids if class_colour(k) == colour]
+        if len(same) < 2:
+            continue
+        at = np.array([centre[k] for k in same])  # [n, 2]
+        axis = int(np.ptp(at[:, 1]) < np.ptp(at[:, 0]))  # 0: across columns, 1: across rows
+        ends = ("left", "right") if axis == 0 else ("top", "bottom")
+        order = np.argsort(at[:, 1 - axis], kind="stable")
+        for rank, i in enumerate(order):
+            words[same[i]] = ends[0] if rank == 0 else ends[1] if rank == len(same) - 1 else "middle"
+    return tuple(f"a {words[k]} {CLASS_NAMES[k - 1]}" if k in words else class_prompt(k) for k in scene.class_ids)
+
+
+def placed_caption(scene: Scene) -> str:
+    """The caption with where each same-coloured object is (`placed_phrases`): "a left yellow circle and ..."."""
+    return " and ".join(placed_phrases(scene))
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
