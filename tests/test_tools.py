@@ -109,6 +109,35 @@ def test_where_rivals_and_loss_ask_each_placed_phrase_for_its_own_word():
     assert float(train_demo.where_loss(torch.tensor(2.0), grp, var, [], matches)) == 0.0  # no repeated colour
 
 
+def test_order_pairs_and_loss_read_the_position_words_on_the_token_grid():
+    torch = pytest.importorskip("torch")
+    train_demo = tool("train_demo")
+    from groupvit_np.tasks.scenes import Scene
+
+    def scene(objects):
+        mask = np.zeros((64, 64), dtype=np.int64)
+        for k, (rows, cols) in objects.items():
+            mask[rows, cols] = k
+        return Scene(image=np.zeros((64, 64, 3), np.uint8), mask=mask, class_ids=tuple(objects), caption="")
+
+    # yellow star (16) right of yellow circle (13); three blue objects (9, 10, 11) top to bottom; red alone
+    pairs = train_demo.order_pairs([
+        scene({16: (slice(5, 15), slice(40, 50)), 2: (slice(30, 40), slice(20, 30)), 13: (slice(8, 18), slice(2, 12))}),
+        scene({1: (slice(0, 9), slice(0, 9))}),
+        scene({11: (slice(50, 60), slice(2, 10)), 9: (slice(0, 8), slice(0, 8)), 10: (slice(25, 33), slice(4, 12))}),
+    ])  # fmt: skip
+    assert pairs == [(0, 12, 15, 1), (2, 8, 9, 0), (2, 9, 10, 0)]  # class indices: "left" first, "top" first
+    # a 2 x 2 token grid (centres at 0.25 and 0.75 of the side); phrase 0 on the left column, phrase 1 on the right
+    q = torch.zeros(1, 4, 3)
+    q[0, [0, 2], 0], q[0, [1, 3], 1] = 1.0, 1.0
+    assert float(train_demo.order_loss(q, [(0, 0, 1, 1)])) == pytest.approx(np.log1p(np.exp(-10.0)), rel=1e-4)
+    assert float(train_demo.order_loss(q, [(0, 1, 0, 1)])) == pytest.approx(np.log1p(np.exp(10.0)), rel=1e-4)
+    assert float(train_demo.order_loss(q, [(0, 0, 1, 0)])) == pytest.approx(np.log(2), rel=1e-4)  # same rows
+    q[0, :, 0] = 1.0  # phrase 0 everywhere: its centroid is the middle, a quarter short of phrase 1's
+    assert float(train_demo.order_loss(q, [(0, 0, 1, 1)])) == pytest.approx(np.log1p(np.exp(-5.0)), rel=1e-4)
+    assert float(train_demo.order_loss(q, [])) == 0.0
+
+
 def test_where_adds_position_words_to_the_tokenizer_and_keeps_known_rows(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")

@@ -28,12 +28,16 @@ Losses (weights on the command line):
   right yellow star", `placed_caption`), in the `clip` loss, and the group matched to such a phrase must tell its
   own position word from the other objects' of that colour (`where_loss`). Two same-coloured objects in one group
   cannot be both "left" and "right", so the text gives grouping a reason to keep them apart.
+- `order` (off by default): the same position words read on the token grid (`order_pairs`, `order_loss`): the
+  tokens that the soft pixel -> group maps give "a left yellow circle" must lie, on average, left of those they
+  give "a right yellow star". The loss knows what the words mean on the grid; it never sees a mask.
 Runs are resumable (`--resume`, from the atomic `state.pt` written every few minutes) and log validation proxies.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -103,8 +107,13 @@ def tokenizer_files(words=WORDS) -> tuple[dict[str, int], list[str]]:
 
 
 def caption_words(args) -> tuple[str, ...]:
-    """The words a run's captions use: the scene captions', plus the position words with --where."""
-    return WORDS + PLACES if getattr(args, "where", 0.0) else WORDS
+    """The words a run's captions use: the scene captions', plus the position words with --where or --order."""
+    return WORDS + PLACES if placed(args) else WORDS
+
+
+def placed(args) -> bool:
+    """Whether a run's captions say where same-coloured objects are (`placed_caption`)."""
+    return bool(getattr(args, "where", 0.0) or getattr(args, "order", 0.0))
 
 
 def carry_rows(fresh, trained, old_vocab: dict[str, int], new_vocab: dict[str, int]):
@@ -276,7 +285,7 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
     import torch.nn.functional as F
 
     b = len(scenes)
-    soft_maps = bool(weights["pixel"] or weights["match"] or weights["loo"] or weights["where"])
+    soft_maps = bool(weights["pixel"] or weights["match"] or weights["loo"] or weights["where"] or weights["order"])
     stage1 = []  # --token: the output of stage 1's last layer, image tokens then group tokens [B, N + G, D]
     last = model.vision_model.encoder.stages[0].layers[-1]
     hook = last.register_forward_hook(lambda _m, _i, out: stage1.append(out[0])) if weights["token"] else None
@@ -293,7 +302,7 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
     grp = F.normalize(proj[b:], dim=-1).reshape(b, s_out, -1)  # [B, S, P]
 
     prompts = [class_prompt(k + 1) for k in range(len(CLASS_NAMES))]
-    captions = [placed_caption(s) if weights["where"] else s.caption for s in scenes]
+    captions = [placed_caption(s) if weights["where"] or weights["order"] else s.caption for s in scenes]
     rivals = where_rivals(scenes) if weights["where"] else []  # (scene, phrase index, its variants, the right one)
     variants = [v for _, _, vs, _ in rivals for v in vs]
     ids, mask = texts(captions + prompts + variants)
@@ -352,9 +361,12 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
     if weights["where"]:  # the group of "a left yellow star" tells "left" from the other yellow objects' words
         group_scale = extra["group_scale"].clamp(max=math.log(100)).exp()
         parts["where"] = where_loss(group_scale, grp, var, rivals, matches)
-    if weights["pixel"]:  # the same choice seen through the soft pixel -> group maps (what segmentation uses)
-        choice = choice_logits.softmax(-1)  # [B, S, C+1]
-        parts["pixel"] = presence_loss(att @ choice, present)  # [B, N, C+1]: each token's choice through its groups
+    if weights["pixel"] or weights["order"]:  # the choice seen through the soft pixel -> group maps
+        q = att @ choice_logits.softmax(-1)  # [B, N, C+1]: each token's choice through its groups
+    if weights["pixel"]:  # what segmentation uses: presence of each phrase among the tokens
+        parts["pixel"] = presence_loss(q, present)
+    if weights["order"]:  # "a left yellow circle"'s tokens lie left of "a right yellow star"'s
+        parts["order"] = order_loss(q, order_pairs(scenes))
     if weights["token"]:  # the same presence read from each image token *before* stage 1 groups it
         tok = stage1[0][:, : stage1[0].shape[1] - model.config.vision_config.num_group_tokens[0]]  # [B, N, D]
         tl = extra["group_scale"].clamp(max=math.log(100)).exp() * F.normalize(tok @ extra["token_proj"].T, dim=-1)
@@ -395,6 +407,44 @@ def where_loss(scale, grp, var, rivals, matches):
         terms.append(-logits.log_softmax(-1)[right])
         start += len(variants)
     return torch.stack(terms).mean()
+
+
+ORDER = {"left": 0, "top": 0, "middle": 1, "right": 2, "bottom": 2}  # rank of a position word along its axis
+
+
+def order_pairs(scenes) -> list[tuple[int, int, int, int]]:
+    """(scene, phrase a, phrase b, axis) for every two same-coloured objects next to each other in the order their
+    captions' position words give (`placed_phrases`): phrase b (a class index, 0..15) lies after phrase a along
+    axis 0 (rows: "top" before "bottom") or 1 (columns: "left" before "right"). Read from the caption alone."""
+    pairs = []
+    for i, scene in enumerate(scenes):
+        words = {k: p.split()[1] for k, p in zip(scene.class_ids, placed_phrases(scene), strict=True)}
+        for colour in sorted({class_colour(k) for k in scene.class_ids}):
+            same = sorted((k for k in scene.class_ids if class_colour(k) == colour and words[k] in ORDER),
+                          key=lambda k: ORDER[words[k]])  # fmt: skip
+            axis = int(any(words[k] in ("left", "right") for k in same))
+            pairs += [(i, a - 1, b - 1, axis) for a, b in itertools.pairwise(same)]
+    return pairs
+
+
+def order_loss(q, pairs, tau: float = 0.05):
+    """Each pair's phrases' token centroids in order: softplus(-(centroid b - centroid a) / tau) along the pair's
+    axis, in units of the image side, averaged over pairs. `q` [B, N, C+1]: each image token's soft choice (its
+    groups' picks through the soft maps); a centroid is the mean token position weighted by the phrase's share.
+    Two same-coloured objects lie at least about a fifth of the image apart along their axis (0.2 / tau = 4:
+    a loss of 0.02); one group holding both puts the two centroids together (0.69)."""
+    import torch
+
+    if not pairs:
+        return q.sum() * 0.0
+    side = int(round(q.shape[1] ** 0.5))
+    centre = (torch.arange(side, dtype=q.dtype) + 0.5) / side  # [side]
+    where = torch.stack([centre.repeat_interleave(side), centre.repeat(side)], dim=1)  # [N, 2]: (row, column)
+    i, a, b, axis = (torch.tensor(col) for col in zip(*pairs, strict=True))  # [M] each
+    wa, wb = q[i, :, a], q[i, :, b]  # [M, N]
+    pos = where[:, axis].T  # [M, N]: each token's coordinate along its pair's axis
+    gap = (wb * pos).sum(1) / (wb.sum(1) + 1e-6) - (wa * pos).sum(1) / (wa.sum(1) + 1e-6)  # [M]
+    return torch.nn.functional.softplus(-gap / tau).mean()
 
 
 def best_assignment(score: np.ndarray) -> tuple[int, ...]:
@@ -527,6 +577,7 @@ RECIPE = (
     "shared_colour",
     "token",
     "where",
+    "order",
 )  # the arguments a resumed run must share with the interrupted one
 
 
@@ -671,6 +722,7 @@ def train(args) -> Path:
         "loo": args.loo,
         "token": args.token,
         "where": args.where,
+        "order": args.order,
     }
 
     def decays(name, p):  # no weight decay on norms, biases, group tokens and position tables
@@ -826,6 +878,12 @@ def parse_args(argv=None):
         default=0.0,
         help="weight of the position-word loss; also puts position words in the captions (0 = off)",
     )
+    p.add_argument(
+        "--order",
+        type=float,
+        default=0.0,
+        help="weight of the loss that reads the position words on the token grid; also puts them in the captions",
+    )
     p.add_argument("--init-from", metavar="STATE", help="start from the weights of another run's state.pt")
     p.add_argument("--bg-present", type=int, default=1, help="group loss also asks one group to pick 'nothing'")
     p.add_argument("--curriculum", type=float, default=0.3, help="fraction of steps over which stripes ramp in")
@@ -839,8 +897,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.smoke:
         args.steps, args.batch = 10, 16
-    if (args.match or args.loo or args.where) and int(args.groups.split(",")[-1]) < 3:  # a scene has up to 3 phrases
-        p.error("--match, --loo and --where need at least 3 final groups (--groups), one for each phrase of a caption")
+    matching = args.match or args.loo or args.where or args.order  # the losses that match a group to each phrase
+    if matching and int(args.groups.split(",")[-1]) < 3:  # a scene has up to 3 phrases
+        p.error("--match, --loo, --where and --order need at least 3 final groups (--groups), one per phrase")
     return args
 
 
