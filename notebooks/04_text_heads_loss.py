@@ -21,8 +21,8 @@
 # 2. the projection heads (Linear, BatchNorm with running statistics, ReLU, Linear) into the shared space;
 # 3. the logits: scaled cosine similarities between every image and every text;
 # 4. the symmetric contrastive (InfoNCE) loss, and what its temperature does to right and wrong pairs;
-# 5. the complete training signal: the paper's multi-label loss on a caption's noun phrases, and the five
-#    losses the demo checkpoint was trained with (three of them its own);
+# 5. the complete training signal: the paper's multi-label loss on a caption's noun phrases, and the seven
+#    losses the demo checkpoint was trained with over two phases (five of them its own);
 # 6. why segmentation emerges from captions: the argument, the trained weights next to freshly initialised
 #    ones, and a test of the argument on this checkpoint.
 #
@@ -424,10 +424,11 @@ for i, row in enumerate(ml):  # the phrases nearest each image, as many as its c
 
 # %% [markdown]
 # Why the multi-label loss stays far above the caption loss on a batch whose captions are all ranked right: an
-# image can rank its own caption first and still have another object's phrase among its nearest (images 1, 4
-# and 5 above), and in the phrase-to-image direction a phrase named by several captions has several positive
+# image can rank its own caption first and still have another object's phrase among its nearest (image 4
+# above), and in the phrase-to-image direction a phrase named by several captions has several positive
 # images, so its probability is split between them.
-# The losses during the demo's training run, from the log that ships with it:
+# The losses during the demo's second training phase, from the log that ships with it (the first phase's log
+# is this file at commit 6be4d92):
 
 # %%
 log_path = folder / "train_log.jsonl"
@@ -438,7 +439,7 @@ if not steps:
 else:
     fig, ax = plt.subplots(figsize=(6.4, 2.8))
     colours = {"clip": "#3182bd", "multi": "#e6550d", "pixel": "#31a354", "group": "#756bb1", "match": "#636363",
-               "loo": "#d6616b"}  # fmt: skip
+               "loo": "#d6616b", "where": "#8c6d31", "order": "#e7ba52"}  # fmt: skip
     for key, colour in colours.items():
         if key in steps[0]:
             ax.plot([r["step"] for r in steps], [r[key] for r in steps], color=colour, label=key)

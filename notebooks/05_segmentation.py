@@ -388,8 +388,8 @@ for b in order[:3]:
 #   first, at stage 1 already, so "a yellow circle" and "a yellow square" become one segment whose embedding is
 #   a mixture of the two. It is nearest one of the phrases, so one object takes the other's name; or it is near
 #   none of them well enough to beat the background threshold (the most common outcome in the diagnosis lines);
-#   or, HF-style, the blend of segments paints a third object's name over it (the yellow square of the middle
-#   one of the worst scenes is partly called "yellow star"). The model card measures how much this decides:
+#   or, HF-style, the blend of segments paints another object's name over part of it. The model card measures
+#   how much this decides:
 #   of 797 test objects, 87% of those whose colour is unique in their scene are named right, 33% of those that
 #   share it;
 # * **too weak to keep**: the lone blue star of the first of the worst scenes has a segment of its own, named
@@ -453,15 +453,15 @@ for kind, rows in pairs.items():
 
 # %% [markdown]
 # <!-- CHECKPOINT-DEPENDENT: the told-apart and same-group figures, and the reading of them. -->
-# Objects of two colours are told apart completely and never share a stage-1 group. Two objects of one colour
-# are hardly told apart (0.66: a third of their tokens sit nearer the other object's mean), and one stage-1 group
-# takes both in 69% of the pairs; no later stage separates what stage 1 merged. Shape cannot help here: inside
-# its outline a shape is one flat colour, so its patches are nearly alike. What differs between two yellow shapes
-# is where they are, and by the time stage 1 sorts the tokens that is mostly gone. (A smooth position table at the
-# input did not change that: stage 1's layers averaged it away; `docs/demo-training.md`, runs L1 and M.) The
-# checkpoint's second phase gave the captions position words ("a left yellow circle and a right yellow star")
-# and read them on the token grid: that brought the pairs sharing a stage-1 group down from 78% to the 69% above,
-# by how the groups take the tokens, not by making the tokens more different (still 0.66).
+# Objects of two colours are told apart completely and almost never share a stage-1 group (1%). Two objects of
+# one colour are hardly told apart (0.66: a third of their tokens sit nearer the other object's mean), and one
+# stage-1 group takes both in 69% of the pairs; no later stage separates what stage 1 merged. Shape cannot help
+# here: inside its outline a shape is one flat colour, so its patches are nearly alike. What differs between two
+# yellow shapes is where they are, and by the time stage 1 sorts the tokens that is mostly gone. (A smooth
+# position table at the input did not change that: stage 1's layers averaged it away; `docs/demo-training.md`,
+# runs L1 and M.) The checkpoint's second phase gave the captions position words ("a left yellow circle and a
+# right yellow star") and read them on the token grid: that brought the pairs sharing a stage-1 group down from
+# 78% to the 69% above, by how the groups take the tokens, not by making the tokens more different (still 0.66).
 #
 # ## 4. The background threshold
 #
