@@ -19,10 +19,12 @@ from groupvit_np.tasks.scenes import (
     Scene,
     class_colour,
     class_prompt,
+    colour_repeats,
     make_scene,
     make_scenes,
     placed_caption,
     placed_phrases,
+    placed_words,
 )
 
 DEMO = Path(__file__).resolve().parents[1] / "weights" / "groupvit-demo-scenes"
@@ -180,6 +182,15 @@ def test_placed_phrases_say_where_only_when_a_colour_repeats():
         "a red circle",
         "a green star",
     )
+
+
+def test_colour_repeats_and_placed_prompts():
+    assert colour_repeats((4, 9, 1)) == (True, False, True)  # red star, blue circle, red circle
+    assert colour_repeats((1, 5, 9, 13)) == (False,) * 4 and colour_repeats(()) == ()
+    assert class_prompt(5) == "a green circle" and class_prompt(5, "left") == "a left green circle"
+    scene = _scene_with({9: (slice(0, 8), slice(50, 60)), 2: (slice(30, 40), slice(20, 30)),
+                         10: (slice(20, 28), slice(0, 8))})  # fmt: skip
+    assert placed_words(scene) == {10: "left", 9: "right"}  # the red square is alone: no word
 
 
 def test_placed_captions_use_the_vocabulary_and_fit_the_text_length():

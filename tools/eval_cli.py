@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from groupvit_np.tasks.scenes import CLASS_NAMES, SEED_RANGES, class_colour, make_scenes  # noqa: E402
+from groupvit_np.tasks.scenes import CLASS_NAMES, SEED_RANGES, colour_repeats, make_scenes  # noqa: E402
 
 N_CLASSES = len(CLASS_NAMES)
 
@@ -43,8 +43,7 @@ def scores(pred: np.ndarray, gt: np.ndarray, scenes) -> dict:
             per_class.append(float((p & g).sum() / (p | g).sum()))
     named = np.array([np.bincount(pred[i][gt[i] == k], minlength=N_CLASSES + 1).argmax() == k
                       for i, s in enumerate(scenes) for k in s.class_ids])  # fmt: skip
-    colours = [[class_colour(k) for k in s.class_ids] for s in scenes]
-    shared = np.array([c.count(col) > 1 for c in colours for col in c])  # [objects], in the order of `named`
+    shared = np.array([r for s in scenes for r in colour_repeats(s.class_ids)])  # [objects], `named`'s order
     return {
         "scenes": len(scenes),
         "objects": len(named),

@@ -57,10 +57,11 @@ from groupvit_np.tasks.scenes import (  # noqa: E402
     WORDS,
     class_colour,
     class_prompt,
+    colour_repeats,
     make_scene,
     make_scenes,
     placed_caption,
-    placed_phrases,
+    placed_words,
 )
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -377,20 +378,16 @@ def losses(model, extra, images, scenes, texts: TextCache, weights):
 
 
 def where_rivals(scenes) -> list[tuple[int, int, list[str], int]]:
-    """For every phrase that says where its object is (`placed_phrases`): (scene, the phrase's index in the caption,
+    """For every phrase that says where its object is (`placed_words`): (scene, the phrase's index in the caption,
     the phrase with each position word used by its colour in that scene, the index of its own): "a left yellow star"
     gives (i, j, ["a left yellow star", "a right yellow star"], 0)."""
     rows = []
     for i, scene in enumerate(scenes):
-        phrases = placed_phrases(scene)
-        for j, (k, phrase) in enumerate(zip(scene.class_ids, phrases, strict=True)):
-            word = phrase.split()[1]
-            if word not in PLACES:
-                continue
-            used = [p.split()[1] for q, p in zip(scene.class_ids, phrases, strict=True)
-                    if class_colour(q) == class_colour(k)]  # fmt: skip
-            words = sorted(used, key=PLACES.index)
-            rows.append((i, j, [f"a {w} {CLASS_NAMES[k - 1]}" for w in words], words.index(word)))
+        words = placed_words(scene)
+        for j, k in enumerate(scene.class_ids):
+            if k in words:
+                used = sorted((w for q, w in words.items() if class_colour(q) == class_colour(k)), key=PLACES.index)
+                rows.append((i, j, [class_prompt(k, w) for w in used], used.index(words[k])))
     return rows
 
 
@@ -414,14 +411,13 @@ ORDER = {"left": 0, "top": 0, "middle": 1, "right": 2, "bottom": 2}  # rank of a
 
 def order_pairs(scenes) -> list[tuple[int, int, int, int]]:
     """(scene, phrase a, phrase b, axis) for every two same-coloured objects next to each other in the order their
-    captions' position words give (`placed_phrases`): phrase b (a class index, 0..15) lies after phrase a along
+    captions' position words give (`placed_words`): phrase b (a class index, 0..15) lies after phrase a along
     axis 0 (rows: "top" before "bottom") or 1 (columns: "left" before "right"). Read from the caption alone."""
     pairs = []
     for i, scene in enumerate(scenes):
-        words = {k: p.split()[1] for k, p in zip(scene.class_ids, placed_phrases(scene), strict=True)}
-        for colour in sorted({class_colour(k) for k in scene.class_ids}):
-            same = sorted((k for k in scene.class_ids if class_colour(k) == colour and words[k] in ORDER),
-                          key=lambda k: ORDER[words[k]])  # fmt: skip
+        words = placed_words(scene)
+        for colour in sorted({class_colour(k) for k in words}):
+            same = sorted((k for k in words if class_colour(k) == colour), key=lambda k: ORDER[words[k]])
             axis = int(any(words[k] in ("left", "right") for k in same))
             pairs += [(i, a - 1, b - 1, axis) for a, b in itertools.pairwise(same)]
     return pairs
@@ -532,8 +528,7 @@ def texture_at(step: int, args, rng: np.random.Generator, n: int) -> np.ndarray:
 
 def shares_colour(class_ids) -> bool:
     """Whether two objects of a scene have the same colour."""
-    colours = [class_colour(k) for k in class_ids]
-    return len(set(colours)) < len(colours)
+    return any(colour_repeats(class_ids))
 
 
 def train_seeds(step: int, args) -> np.ndarray:
@@ -655,12 +650,12 @@ def validate(model, tok_cache: TextCache, size: int, n: int = 100) -> dict:
     for i in range(n):  # diagnostics only: the masks never reach a loss
         ids_here = [k for k in np.unique(gt[i]) if k > 0]
         main = {k: np.bincount(group[i][gt[i] == k]).argmax() for k in ids_here}
-        for k in ids_here:
+        for k, repeats in zip(ids_here, colour_repeats(ids_here), strict=True):
             right = int(np.bincount(pred[i][gt[i] == k]).argmax() == k)
             objects += 1
             named += right
             shared += int(any(main[k] == main[j] for j in ids_here if j != k))
-            if [class_colour(j) for j in ids_here].count(class_colour(k)) > 1:  # its colour repeats
+            if repeats:  # another object here has its colour
                 twins += 1
                 named_twin += right
     return {"val_fg_miou": round(miou, 4), "val_object_iou": round(binary, 4),

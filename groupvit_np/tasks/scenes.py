@@ -43,9 +43,10 @@ class Scene:
         return tuple(class_prompt(k) for k in self.class_ids)
 
 
-def class_prompt(class_id: int) -> str:
-    """The text for one class id (1..16): 5 -> "a green circle"."""
-    return f"a {CLASS_NAMES[class_id - 1]}"
+def class_prompt(class_id: int, place: str | None = None) -> str:
+    """The text for one class id (1..16): 5 -> "a green circle"; with a position word (`PLACES`), 5, "left" ->
+    "a left green circle"."""
+    return f"a {CLASS_NAMES[class_id - 1]}" if place is None else f"a {place} {CLASS_NAMES[class_id - 1]}"
 
 
 def class_colour(class_id: int) -> str:
@@ -53,27 +54,38 @@ def class_colour(class_id: int) -> str:
     return COLOURS[(class_id - 1) // len(SHAPES)]
 
 
-def placed_phrases(scene: Scene) -> tuple[str, ...]:
-    """The caption's phrases, each object whose colour repeats in the scene saying where it is among the objects of
-    its colour: ("a left yellow circle", "a red square", "a right yellow star").
+def colour_repeats(class_ids) -> tuple[bool, ...]:
+    """For each object, whether another object of the scene has its colour: (4, 9, 1) -> (True, False, True)."""
+    colours = [class_colour(k) for k in class_ids]
+    return tuple(colours.count(c) > 1 for c in colours)
+
+
+def placed_words(scene: Scene) -> dict[int, str]:
+    """Where each object whose colour repeats in the scene is among the objects of its colour: {class id: word}.
 
     The objects of one colour are ordered by their centres (mask centroids) along the axis on which they lie
     furthest apart: "left"/"right" across columns, "top"/"bottom" across rows, and of three the one between is
     "middle". The words are a caption a person would write about the picture; no mask reaches a loss through them.
     """
-    centre = {k: np.argwhere(scene.mask == k).mean(0) for k in scene.class_ids}  # (row, column) of each object
     words = {}
     for colour in {class_colour(k) for k in scene.class_ids}:
         same = [k for k in scene.class_ids if class_colour(k) == colour]
         if len(same) < 2:
             continue
-        at = np.array([centre[k] for k in same])  # [n, 2]
+        at = np.array([np.argwhere(scene.mask == k).mean(0) for k in same])  # [n, 2]: (row, column) centres
         axis = int(np.ptp(at[:, 1]) < np.ptp(at[:, 0]))  # 0: across columns, 1: across rows
         ends = ("left", "right") if axis == 0 else ("top", "bottom")
         order = np.argsort(at[:, 1 - axis], kind="stable")
         for rank, i in enumerate(order):
             words[same[i]] = ends[0] if rank == 0 else ends[1] if rank == len(same) - 1 else "middle"
-    return tuple(f"a {words[k]} {CLASS_NAMES[k - 1]}" if k in words else class_prompt(k) for k in scene.class_ids)
+    return words
+
+
+def placed_phrases(scene: Scene) -> tuple[str, ...]:
+    """The caption's phrases, each object whose colour repeats saying where it is (`placed_words`):
+    ("a left yellow circle", "a red square", "a right yellow star")."""
+    words = placed_words(scene)
+    return tuple(class_prompt(k, words.get(k)) for k in scene.class_ids)
 
 
 def placed_caption(scene: Scene) -> str:
